@@ -1,0 +1,385 @@
+"""The feedback log: one SQLite file, append-only events, every judgement committed at once.
+
+Nothing is ever overwritten. A rating, a critique, a correction, a preference or an undo is a new
+row in ``events``; the *current* judgement of a sample by an annotator is derived from the events
+(the latest one of each kind that no later ``undo`` cancelled). That makes undo, several
+annotators and an audit trail fall out of one table.
+
+The store is usable on its own (``FeedbackStore(":memory:")`` in tests) and from any thread: each
+thread opens its own connection, and one in-process lock serialises writers so that a training
+thread logging a step never makes a rating click wait on ``SQLITE_BUSY``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["FeedbackStore", "Event", "SampleRecord", "JUDGEMENT_KINDS", "EVENT_KINDS"]
+
+#: Judgements that describe one sample; the current value of each is shown in ``feedback()``.
+JUDGEMENT_KINDS = ("rating", "critique", "correction")
+#: Every kind of event the log accepts.
+EVENT_KINDS = JUDGEMENT_KINDS + ("preference", "ab_vote", "undo")
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One text to be judged: a model sample, or a row brought in by an import."""
+
+    text: str  # the completion the person judges
+    prompt: str | None = None  # the user turn it answers; None for imports that carry no prompt
+    token_ids: list[int] | None = None  # completion token ids as generated (no re-tokenisation drift)
+    model: str | None = None  # short name of the model that wrote it ("SmolLM2-135M-Instruct")
+    adapter_step: int | None = None  # training step of the adapter in use; None = base model
+    params: Mapping[str, Any] = field(default_factory=dict)  # sampling parameters, for provenance
+    source: str = "generated"  # "generated", "import:<file>", "correction", "remote:<url>" …
+
+
+@dataclass(frozen=True)
+class Event:
+    """A committed event, as returned by :meth:`FeedbackStore.record`."""
+
+    id: int
+    sample_id: int | None
+    kind: str
+    value: Any
+    annotator: str
+    created_at: float
+
+
+# Numbered migrations: index i upgrades user_version i -> i+1. Append, never edit.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE prompts (
+        id INTEGER PRIMARY KEY,
+        text TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY,
+        prompt_id INTEGER REFERENCES prompts(id),
+        text TEXT NOT NULL,
+        token_ids TEXT,
+        model TEXT,
+        adapter_step INTEGER,
+        params TEXT NOT NULL DEFAULT '{}',
+        source TEXT NOT NULL DEFAULT 'generated',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX samples_prompt ON samples(prompt_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        sample_id INTEGER REFERENCES samples(id),
+        kind TEXT NOT NULL CHECK (kind IN
+            ('rating', 'critique', 'correction', 'preference', 'ab_vote', 'undo')),
+        value TEXT,
+        annotator TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        undoes INTEGER REFERENCES events(id)
+    );
+    CREATE INDEX events_sample ON events(sample_id, annotator);
+    CREATE INDEX events_undoes ON events(undoes);
+    CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY,
+        step INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        objective TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE train_steps (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        objective TEXT NOT NULL,
+        loss REAL,
+        metrics TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class FeedbackStore:
+    """SQLite feedback log (WAL mode), safe to use from several threads.
+
+    Parameters
+    ----------
+    path : str or Path
+        Database file, created with mode 0600 if missing. ``":memory:"`` keeps everything in
+        memory (for tests and throwaway demos).
+    synchronous : {"FULL", "NORMAL"}
+        SQLite's durability level. ``FULL`` (default) fsyncs each commit, so a judgement shown as
+        saved survives a power cut, not only a killed kernel.
+    """
+
+    def __init__(self, path: str | os.PathLike = "lf_feedback.sqlite", *, synchronous: str = "FULL"):
+        if synchronous.upper() not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        self._synchronous = synchronous.upper()
+        self._memory = str(path) == ":memory:"
+        self.path = str(path) if self._memory else str(Path(path).expanduser().resolve())
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._closed = False
+        if self._memory:
+            # A private shared-cache database: every thread's connection sees the same data,
+            # and the first connection keeps it alive until close().
+            self._uri = f"file:lfw-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Create the file ourselves so that it is private from its first byte; SQLite gives
+            # the -wal and -shm files the same permissions.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            self._uri = Path(self.path).as_uri()
+        self._migrate()
+
+    # -- connections ---------------------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        if self._closed:
+            raise RuntimeError(f"the feedback store {self.path} is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._uri, uri=True, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not self._memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._local.conn = conn
+            with self._conn_lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this store opened, in any thread."""
+        with self._conn_lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._closed = True
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({self.path!r})"
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: everything inside commits together or not at all."""
+        with self._write_lock:
+            conn = self.conn
+            if conn.in_transaction:  # nested: the outer block owns the commit
+                yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.atomic() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer lf_widgets (schema {version}, this one "
+                    f"knows {SCHEMA_VERSION}); upgrade lf_widgets to open it")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _split_sql(_MIGRATIONS[number]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    # -- writes --------------------------------------------------------------------------------
+    def add_prompt(self, text: str) -> int:
+        """Return the id of ``text`` in ``prompts``, inserting it if new."""
+        if not isinstance(text, str):
+            raise TypeError(f"prompt must be a string, got {type(text).__name__}")
+        with self.atomic() as conn:
+            conn.execute("INSERT OR IGNORE INTO prompts(text, created_at) VALUES (?, ?)",
+                         (text, time.time()))
+            return conn.execute("SELECT id FROM prompts WHERE text = ?", (text,)).fetchone()[0]
+
+    def add_samples(self, samples: Iterable[SampleRecord]) -> list[int]:
+        """Insert samples in one transaction and return their ids (in order)."""
+        ids = []
+        with self.atomic() as conn:
+            for s in samples:
+                prompt_id = None if s.prompt is None else self.add_prompt(s.prompt)
+                cur = conn.execute(
+                    "INSERT INTO samples(prompt_id, text, token_ids, model, adapter_step, params,"
+                    " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (prompt_id, s.text, None if s.token_ids is None else json.dumps(list(s.token_ids)),
+                     s.model, s.adapter_step, json.dumps(dict(s.params), ensure_ascii=False),
+                     s.source, time.time()))
+                ids.append(cur.lastrowid)
+        return ids
+
+    def find_sample(self, text: str, prompt: str | None) -> int | None:
+        """Id of the oldest sample with exactly this text and prompt, or None."""
+        row = self.conn.execute(
+            "SELECT s.id FROM samples s LEFT JOIN prompts p ON p.id = s.prompt_id "
+            "WHERE s.text = ? AND p.text IS ? ORDER BY s.id LIMIT 1", (text, prompt)).fetchone()
+        return None if row is None else row[0]
+
+    def record(self, sample_id: int | None, kind: str, value: Any, annotator: str) -> Event:
+        """Append one judgement and commit it before returning.
+
+        Parameters
+        ----------
+        sample_id : int or None
+            The judged sample (for a preference: sample A; the value names the other one).
+        kind : str
+            One of :data:`EVENT_KINDS` other than ``"undo"`` (use :meth:`undo`).
+        value : JSON-serialisable
+            Rating 1–5, critique or correction text, or a dict for preferences and votes.
+        annotator : str
+            Who made the judgement; must not be empty.
+        """
+        if kind not in EVENT_KINDS or kind == "undo":
+            raise ValueError(f"kind must be one of {EVENT_KINDS[:-1]}, got {kind!r}")
+        _check_value(kind, value)
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise ValueError("annotator must be a non-empty string")
+        return self._append(sample_id, kind, value, annotator.strip(), undoes=None)
+
+    def undo(self, annotator: str, sample_id: int | None = None) -> Event | None:
+        """Cancel the annotator's latest judgement (on ``sample_id`` if given).
+
+        Returns the cancelled event, or None when there is nothing left to undo. The cancelled
+        event stays in the log; an ``undo`` event pointing at it is appended.
+        """
+        with self.atomic() as conn:
+            query = ("SELECT * FROM events e WHERE annotator = ? AND kind != 'undo' AND NOT EXISTS"
+                     " (SELECT 1 FROM events u WHERE u.undoes = e.id)")
+            args: list[Any] = [annotator]
+            if sample_id is not None:
+                query += " AND sample_id = ?"
+                args.append(sample_id)
+            row = conn.execute(query + " ORDER BY id DESC LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            self._append(row["sample_id"], "undo", None, annotator, undoes=row["id"])
+            return _event(row)
+
+    def _append(self, sample_id, kind, value, annotator, undoes) -> Event:
+        now = time.time()
+        with self.atomic() as conn:
+            cur = conn.execute(
+                "INSERT INTO events(sample_id, kind, value, annotator, created_at, undoes)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (sample_id, kind, json.dumps(value, ensure_ascii=False), annotator, now, undoes))
+        return Event(cur.lastrowid, sample_id, kind, value, annotator, now)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _frame(self, query: str, args: Iterable[Any] = (), json_columns: tuple[str, ...] = ()
+               ) -> pd.DataFrame:
+        cur = self.conn.execute(query, tuple(args))
+        columns = [d[0] for d in cur.description]
+        rows = [dict(zip(columns, r)) for r in cur.fetchall()]
+        for r in rows:  # decode JSON before pandas sees it (it would turn None into NaN)
+            for c in json_columns:
+                r[c] = None if r[c] is None else json.loads(r[c])
+        df = pd.DataFrame(rows, columns=columns)
+        for c in json_columns:
+            df[c] = pd.Series([r[c] for r in rows], index=df.index, dtype=object)
+        return df
+
+    def samples(self, prompt_id: int | None = None) -> pd.DataFrame:
+        """All samples (of one prompt if given) with their prompt text and provenance."""
+        query = ("SELECT s.id AS sample_id, s.prompt_id, p.text AS prompt, s.text, s.token_ids,"
+                 " s.model, s.adapter_step, s.params, s.source, s.created_at FROM samples s"
+                 " LEFT JOIN prompts p ON p.id = s.prompt_id")
+        df = self._frame(query + (" WHERE s.prompt_id = ?" if prompt_id is not None else "")
+                         + " ORDER BY s.id", () if prompt_id is None else (prompt_id,),
+                         json_columns=("token_ids", "params"))
+        df["adapter_step"] = df["adapter_step"].astype("Int64")
+        return df
+
+    def events(self, *, active_only: bool = False) -> pd.DataFrame:
+        """The raw event log; ``active_only`` drops undo events and what they cancelled."""
+        query = "SELECT * FROM events e"
+        if active_only:
+            query += (" WHERE kind != 'undo' AND NOT EXISTS"
+                      " (SELECT 1 FROM events u WHERE u.undoes = e.id)")
+        df = self._frame(query + " ORDER BY id", json_columns=("value",))
+        df["undoes"] = df["undoes"].astype("Int64")
+        df["sample_id"] = df["sample_id"].astype("Int64")
+        return df
+
+    def feedback(self) -> pd.DataFrame:
+        """Current judgements: one row per sample × annotator, plus unjudged samples.
+
+        Columns: sample_id, prompt, text, annotator, rating, critique, correction, judged_at,
+        model, adapter_step, source. A sample nobody judged yet has one row with annotator NaN.
+        """
+        samples = self.samples().drop(columns=["token_ids", "params", "created_at", "prompt_id"])
+        ev = self.events(active_only=True)
+        ev = ev[ev["kind"].isin(JUDGEMENT_KINDS)]
+        cols = ["sample_id", "annotator", *JUDGEMENT_KINDS, "judged_at"]
+        if ev.empty:
+            current = pd.DataFrame(columns=cols)
+        else:
+            latest = ev.sort_values("id").groupby(["sample_id", "annotator", "kind"]).tail(1)
+            current = latest.pivot(index=["sample_id", "annotator"], columns="kind", values="value")
+            current["judged_at"] = latest.groupby(["sample_id", "annotator"])["created_at"].max()
+            current = current.reset_index().reindex(columns=cols)
+        current["sample_id"] = current["sample_id"].astype("Int64")
+        current["rating"] = pd.to_numeric(current["rating"]).astype("Int64")
+        out = samples.merge(current, on="sample_id", how="left")
+        order = ["sample_id", "prompt", "text", "annotator", *JUDGEMENT_KINDS, "judged_at",
+                 "model", "adapter_step", "source"]
+        out = out[order].reset_index(drop=True)
+        for col in ("prompt", "text", "annotator", "critique", "correction", "model", "source"):
+            # one missing-value convention (None) so exports read back equal; an emptied
+            # critique or correction means "none"
+            out[col] = out[col].astype(object).where(out[col].notna() & (out[col] != ""), None)
+        out["judged_at"] = out["judged_at"].astype(float)
+        out["sample_id"] = out["sample_id"].astype("Int64")
+        return out
+
+
+def _event(row: sqlite3.Row) -> Event:
+    value = None if row["value"] is None else json.loads(row["value"])
+    return Event(row["id"], row["sample_id"], row["kind"], value, row["annotator"],
+                 row["created_at"])
+
+
+def _check_value(kind: str, value: Any) -> None:
+    if kind == "rating":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
+            raise ValueError(f"rating must be an integer from 1 to 5, got {value!r}")
+    elif kind in ("critique", "correction"):
+        if not isinstance(value, str):
+            raise ValueError(f"{kind} must be a string, got {type(value).__name__}")
+    elif not isinstance(value, Mapping):
+        raise ValueError(f"{kind} value must be a dict, got {type(value).__name__}")
+
+
+def _split_sql(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction; our migrations hold no ';' inside strings.
+    return [s.strip() for s in script.split(";") if s.strip()]
