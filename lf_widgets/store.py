@@ -331,6 +331,15 @@ class FeedbackStore:
         df["sample_id"] = df["sample_id"].astype("Int64")
         return df
 
+    def current(self, sample_id: int, annotator: str) -> dict[str, Any]:
+        """The annotator's current judgements of one sample, e.g. ``{"rating": 4}``."""
+        rows = self.conn.execute(
+            "SELECT kind, value FROM events e WHERE sample_id = ? AND annotator = ? AND kind IN"
+            " ('rating', 'critique', 'correction') AND NOT EXISTS"
+            " (SELECT 1 FROM events u WHERE u.undoes = e.id) ORDER BY id",
+            (sample_id, annotator)).fetchall()
+        return {kind: json.loads(value) for kind, value in rows}  # later rows win
+
     def feedback(self) -> pd.DataFrame:
         """Current judgements: one row per sample × annotator, plus unjudged samples.
 

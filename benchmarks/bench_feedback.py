@@ -1,0 +1,100 @@
+"""Feedback-path benchmark: rating click → committed latency, and session.generate overhead.
+
+Prints figures and, where there is a reference, the ratio against it measured in the same run:
+
+(a) 1,000 clicks on the rating panel's real buttons (tiny model; the model plays no part in a
+    click), each timed from ``button.click()`` until it returns — by then the event is committed
+    (synchronous=FULL, so fsync'ed). Target: p99 <= 20 ms.
+(b) ``session.generate`` against a plain ``model.generate`` on the same token inputs and seeds,
+    on the default model, alternating the two and taking medians. Target: ratio <= 1.05.
+
+Usage: python benchmarks/bench_feedback.py [--clicks 1000] [--rounds 5] [--model default|tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import lf_widgets as lfw
+from lf_widgets.generation import _left_pad, chat_prompt_ids
+from lf_widgets.models import load_model
+
+PROMPTS = ["Write a haiku about the sea.", "Explain in one sentence what a language model is."]
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def bench_clicks(clicks: int, folder: Path) -> dict:
+    session = lfw.Session("tiny", store=folder / "clicks.sqlite", annotator="bench")
+    session.generate(PROMPTS, n=4, max_new_tokens=4, progress=False)
+    panel = session.rate(display=False)
+    latencies = []
+    for i in range(clicks):
+        button = panel._card_widgets[i % 4].stars[i % 5]
+        t0 = time.perf_counter()
+        button.click()
+        latencies.append((time.perf_counter() - t0) * 1000)
+    stored = len(session.store.events())
+    session.close()
+    assert stored == clicks, f"only {stored} of {clicks} clicks were stored"
+    return {"median_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies)}
+
+
+def bench_generate(model_name: str, rounds: int, folder: Path, n: int = 4, max_new_tokens: int = 32):
+    model, tok = load_model(None if model_name == "default" else model_name)
+    session = lfw.Session((model, tok), store=folder / "gen.sqlite", annotator="bench")
+    ids, mask = _left_pad([chat_prompt_ids(tok, p) for p in PROMPTS], tok.pad_token_id)
+
+    def plain(seed):
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                  do_sample=True, temperature=0.8, top_p=0.95, top_k=None,
+                                  num_return_sequences=n, pad_token_id=tok.pad_token_id)
+
+    def ours(seed):
+        return session.generate(PROMPTS, n=n, max_new_tokens=max_new_tokens, seed=seed,
+                                progress=False)
+
+    plain(0), ours(0)  # warm-up
+    t_plain, t_ours = [], []
+    for r in range(rounds):
+        for fn, times in ((plain, t_plain), (ours, t_ours)) if r % 2 == 0 else \
+                ((ours, t_ours), (plain, t_plain)):
+            t0 = time.perf_counter()
+            fn(100 + r)
+            times.append(time.perf_counter() - t0)
+    session.close()
+    return statistics.median(t_plain), statistics.median(t_ours)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clicks", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--model", default="default", help="model for (b): default or tiny")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        c = bench_clicks(args.clicks, Path(tmp))
+        print(f"(a) rating click -> committed, {args.clicks} clicks: median {c['median_ms']:.2f} ms, "
+              f"p99 {c['p99_ms']:.2f} ms, max {c['max_ms']:.2f} ms   target p99 <= 20 ms: "
+              f"{'met' if c['p99_ms'] <= 20 else 'MISSED'}")
+        t_plain, t_ours = bench_generate(args.model, args.rounds, Path(tmp))
+        ratio = t_ours / t_plain
+        print(f"(b) generate {len(PROMPTS)} prompts x 4 samples x 32 tokens on {args.model}: "
+              f"plain model.generate {t_plain:.3f} s | session.generate {t_ours:.3f} s | "
+              f"ratio {ratio:.3f}   target <= 1.05: {'met' if ratio <= 1.05 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
