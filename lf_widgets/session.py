@@ -59,10 +59,16 @@ class Session:
         Who is judging; defaults to ``$USER``.
     device, dtype : optional
         Override the automatic choice (CUDA + bf16 when present, else CPU fp32).
+    adapter : str or Path, optional
+        A saved LoRA adapter folder (``save_adapter`` or a checkpoint) to start from.
+    resume : bool
+        With no ``adapter``, continue from the latest automatic checkpoint recorded in the
+        store, if any (so a kernel restart loses no training).
     """
 
     def __init__(self, model: Any = None, store: str | os.PathLike | FeedbackStore = "lf_feedback.sqlite",
-                 annotator: str | None = None, *, device=None, dtype=None):
+                 annotator: str | None = None, *, device=None, dtype=None,
+                 adapter: str | os.PathLike | None = None, resume: bool = True):
         from .models import load_model, model_tag  # torch-heavy: only when a Session is made
 
         if isinstance(model, tuple):
@@ -76,6 +82,12 @@ class Session:
         # One lock for the model: a training step and a generation never interleave on it.
         self.model_lock = threading.RLock()
         self._listeners: dict[str, list[Callable]] = defaultdict(list)
+        self._run = None  # the current or last TrainingRun
+        self._reference_cache = None  # reference log-probs, shared by every run (base is frozen)
+        if adapter is None and resume:
+            adapter = self._latest_checkpoint()
+        if adapter is not None:
+            self.load_adapter(adapter)
 
     def __repr__(self) -> str:
         return (f"Session(model={self.model_name!r}, store={self.store.path!r}, "
@@ -183,6 +195,122 @@ class Session:
 
         samples = self.samples() if prompts is None else self.generate(prompts, n, **sampling)
         panel = RatingPanel(self, samples)
+        if display:
+            from IPython.display import display as _display
+            _display(panel)
+        return panel
+
+    # -- training ------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """Where automatic checkpoints go: ``<store>_checkpoints/`` beside the log (None in memory)."""
+        if self.store.path == ":memory:":
+            return None
+        path = Path(self.store.path)
+        return path.with_name(path.stem + "_checkpoints")
+
+    def train(self, objective: str = "auto", steps: int = 20, *, lr: float = 2e-4,
+              batch_size: int = 4, optimizer: str = "adamw", **options):
+        """Fine-tune a LoRA adapter on the feedback, in a background thread; returns at once.
+
+        Parameters
+        ----------
+        objective : {"auto", "sft", "dpo", "kto"}
+            "auto" picks what the feedback supports and says why (``run.reason``).
+        steps, lr, batch_size, optimizer
+            See :class:`lf_widgets.trainer.TrainConfig`, which also takes ``**options``
+            (beta, lora_r, lora_alpha, max_length, checkpoint_every, seed, …).
+
+        Returns
+        -------
+        lf_widgets.trainer.TrainingRun
+            ``run.pause()``, ``run.resume()``, ``run.stop()``, ``run.wait()``; the steps arrive
+            as ``"step"`` events (see :meth:`monitor`).
+
+        Raises
+        ------
+        ValueError
+            When the feedback does not support the objective (the message says what to add).
+        RuntimeError
+            When a run is still going.
+        """
+        from .trainer import TrainConfig, prepare_run, _ReferenceCache
+
+        if self._run is not None and not self._run.done:
+            raise RuntimeError("a training run is still going: stop_training() or wait for it first")
+        config = TrainConfig(objective=objective, steps=steps, lr=lr, batch_size=batch_size,
+                             optimizer=optimizer, **options)
+        if self._reference_cache is None:
+            self._reference_cache = _ReferenceCache()
+        self._run = prepare_run(self, config)
+        return self._run.start()
+
+    def pause_training(self) -> None:
+        """Pause the running training after its current step."""
+        if self._run is not None:
+            self._run.pause()
+
+    def resume_training(self) -> None:
+        """Resume a paused training run."""
+        if self._run is not None:
+            self._run.resume()
+
+    def stop_training(self, wait: bool = True) -> None:
+        """Stop training after the current step; a checkpoint is written."""
+        if self._run is not None:
+            self._run.stop(wait=wait)
+
+    @property
+    def training(self):
+        """The current or last :class:`~lf_widgets.trainer.TrainingRun` (None before any)."""
+        return self._run
+
+    def training_history(self) -> pd.DataFrame:
+        """Every training step logged in the store (also those of earlier kernels)."""
+        return self.store.train_steps()
+
+    def save_adapter(self, path: str | os.PathLike) -> Path:
+        """Save the LoRA adapter as a standard PEFT folder (safetensors); loadable with
+        ``PeftModel.from_pretrained`` or ``Session(adapter=path)``."""
+        from peft import PeftModel
+
+        from .trainer import save_adapter
+
+        if not isinstance(self.model, PeftModel):
+            raise RuntimeError("there is no adapter yet: train() first")
+        with self.model_lock:
+            return save_adapter(self.model, path, {"step": self.adapter_step,
+                                                   "base_model": self.model_name})
+
+    def load_adapter(self, path: str | os.PathLike) -> None:
+        """Attach a saved adapter (replacing the current one) and continue from its step."""
+        from peft import PeftModel
+
+        from .trainer import load_adapter
+
+        with self.model_lock:
+            base = self.model.unload() if isinstance(self.model, PeftModel) else self.model
+            self.model, meta = load_adapter(base, path)
+            self.model.eval()
+        self.adapter_step = meta.get("step") or 0
+        self.adapter_path = Path(path)
+
+    def _latest_checkpoint(self) -> Path | None:
+        df = self.store.checkpoints()
+        for path in reversed(df["path"].tolist() if not df.empty else []):
+            if (Path(path) / "adapter_config.json").is_file():
+                print(f"lf_widgets: resuming from checkpoint {path}")
+                return Path(path)
+        return None
+
+    def monitor(self, *, display: bool = True, **train_kwargs):
+        """Show the training monitor: live loss and reward curves, progress, Start/Pause/Stop.
+
+        ``train_kwargs`` are what the Start button passes to :meth:`train`.
+        """
+        from .panels.monitor import TrainingMonitor
+
+        panel = TrainingMonitor(self, **train_kwargs)
         if display:
             from IPython.display import display as _display
             _display(panel)

@@ -295,6 +295,33 @@ class FeedbackStore:
                 (sample_id, kind, json.dumps(value, ensure_ascii=False), annotator, now, undoes))
         return Event(cur.lastrowid, sample_id, kind, value, annotator, now)
 
+    def log_step(self, run_id: str, step: int, objective: str, loss: float | None,
+                 metrics: Mapping[str, Any]) -> None:
+        """Append one training step's metrics (the monitor's history after a restart)."""
+        with self.atomic() as conn:
+            conn.execute("INSERT INTO train_steps(run_id, step, objective, loss, metrics, created_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?)",
+                         (run_id, step, objective, loss, json.dumps(dict(metrics)), time.time()))
+
+    def add_checkpoint(self, step: int, path: str | os.PathLike, objective: str | None) -> None:
+        """Record a checkpoint folder that was completely written."""
+        with self.atomic() as conn:
+            conn.execute("INSERT INTO checkpoints(step, path, objective, created_at) VALUES (?, ?, ?, ?)",
+                         (step, str(path), objective, time.time()))
+
+    def checkpoints(self) -> pd.DataFrame:
+        """Checkpoints, oldest first: id, step, path, objective, created_at."""
+        return self._frame("SELECT * FROM checkpoints ORDER BY id")
+
+    def train_steps(self) -> pd.DataFrame:
+        """Every logged training step, metrics inlined as columns."""
+        df = self._frame("SELECT run_id, step, objective, loss, metrics, created_at FROM train_steps"
+                         " ORDER BY id", json_columns=("metrics",))
+        if df.empty:
+            return df.drop(columns="metrics")
+        extra = pd.DataFrame(df.pop("metrics").tolist(), index=df.index)
+        return df.join(extra.drop(columns=[c for c in extra.columns if c in df.columns]))
+
     # -- reads ---------------------------------------------------------------------------------
     def _frame(self, query: str, args: Iterable[Any] = (), json_columns: tuple[str, ...] = ()
                ) -> pd.DataFrame:

@@ -1,0 +1,261 @@
+"""Background LoRA training on the tiny model: what moves, what must not, and steering."""
+
+import math
+import time
+
+import pytest
+import torch
+from peft import PeftModel
+
+import lf_widgets as lfw
+from lf_widgets.models import tiny_model
+from lf_widgets.trainer import TrainConfig
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A session on its own tiny model (training changes it), store on disk."""
+    s = lfw.Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite", annotator="ann")
+    yield s
+    if s.training is not None:
+        s.stop_training()
+    s.close()
+
+
+def rated(session, ratings=(5, 1, 4, 2), prompts=("hello", "world")):
+    samples = session.generate(list(prompts), n=len(ratings), max_new_tokens=8, seed=0,
+                               progress=False)
+    for i, s in enumerate(samples):
+        session.record_rating(s.sample_id, ratings[i % len(ratings)])
+    return samples
+
+
+def logp_of(session, prompt_ids, completion_ids):
+    from lf_widgets.losses import sequence_logps
+
+    ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
+    labels = ids.clone()
+    labels[0, :len(prompt_ids)] = -100
+    with torch.no_grad():
+        return sequence_logps(session.model(input_ids=ids).logits, labels)[0].item()
+
+
+def test_train_returns_at_once_and_lora_moves_but_base_does_not(fresh):
+    rated(fresh)
+    base_before = {n: p.clone() for n, p in fresh.model.named_parameters()}
+    t0 = time.perf_counter()
+    run = fresh.train(steps=4, lr=1e-2)
+    returned = time.perf_counter() - t0
+    assert returned < 1.0, f"train() took {returned:.2f} s to return"
+    run.wait(60)
+    assert run.state == "done" and len(run.metrics) == 4
+    assert isinstance(fresh.model, PeftModel)
+    changed_lora = 0
+    for name, p in fresh.model.named_parameters():
+        if "lora_" in name:
+            changed_lora += p.requires_grad
+            continue
+        original = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(p, base_before[original]), f"base parameter {original} changed"
+        assert not p.requires_grad
+    assert changed_lora > 0
+    lora_b = [p for n, p in fresh.model.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: non-zero means it learnt
+
+
+def test_sft_steps_raise_the_target_logprob(fresh):
+    from lf_widgets.data import build_examples
+
+    rated(fresh, ratings=(5, 4), prompts=("hello",))
+    target = build_examples(fresh.store, fresh.tokenizer).sft[0]
+    before = logp_of(fresh, target.prompt_ids, target.completion_ids)
+    run = fresh.train("sft", steps=8, lr=1e-2, batch_size=2).wait(60)
+    after = logp_of(fresh, target.prompt_ids, target.completion_ids)
+    assert run.objective == "sft" and after > before + 0.5
+    assert all("target_logp" in m.extras for m in run.metrics)
+    assert run.metrics[-1].extras["target_logp"] > run.metrics[0].extras["target_logp"]
+
+
+def test_dpo_steps_raise_the_reward_margin(fresh):
+    from lf_widgets.data import build_examples
+    from lf_widgets.losses import dpo_loss
+
+    rated(fresh)
+    pairs = build_examples(fresh.store, fresh.tokenizer).pairs
+    ref = [(logp_of(fresh, p.prompt_ids, p.chosen_ids), logp_of(fresh, p.prompt_ids, p.rejected_ids))
+           for p in pairs]
+    run = fresh.train("dpo", steps=10, lr=1e-2).wait(60)
+    pol = [(logp_of(fresh, p.prompt_ids, p.chosen_ids), logp_of(fresh, p.prompt_ids, p.rejected_ids))
+           for p in pairs]
+    out = dpo_loss(*(torch.tensor(x) for x in zip(*pol)), *(torch.tensor(x) for x in zip(*ref)))
+    assert out.margins.mean() > 0.05 and out.accuracies.mean() > 0.5
+    assert run.metrics[-1].extras["reward_margin"] > run.metrics[0].extras["reward_margin"]
+    cache = fresh._reference_cache
+    sequences = {(p.prompt_ids, c) for p in pairs for c in (p.chosen_ids, p.rejected_ids)}
+    assert cache.misses == len(sequences) and cache.hits > 0  # each reference computed once
+
+
+def test_kto_moves_desirable_and_undesirable_apart(fresh):
+    rated(fresh, ratings=(5, 1), prompts=("a", "b", "c"))
+    run = fresh.train("kto", steps=10, lr=1e-2, batch_size=4).wait(60)
+    first, last = run.metrics[0].extras, run.metrics[-1].extras
+    gap = lambda m: m.get("desirable_reward", 0) - m.get("undesirable_reward", 0)
+    assert run.objective == "kto" and all(math.isfinite(m.loss) for m in run.metrics)
+    assert gap(last) > gap(first) and gap(last) > 0
+
+
+def test_auto_objective_says_why(fresh):
+    rated(fresh, ratings=(5,), prompts=("x",))
+    run = fresh.train(steps=1).wait(60)
+    assert run.objective == "sft" and "SFT" in run.reason
+
+
+def test_not_enough_feedback_is_an_immediate_error(fresh):
+    with pytest.raises(ValueError, match="Not enough feedback"):
+        fresh.train()
+    rated(fresh, ratings=(3,), prompts=("x",))
+    with pytest.raises(ValueError, match="'dpo' has no examples"):
+        fresh.train("dpo")
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "sgd"])
+def test_other_optimizers(fresh, optimizer):
+    rated(fresh)
+    run = fresh.train("dpo", steps=2, optimizer=optimizer, lr=1e-3).wait(60)
+    assert run.state == "done" and all(math.isfinite(m.loss) for m in run.metrics)
+
+
+def test_stop_in_the_middle_leaves_a_loadable_finite_adapter(fresh, tmp_path):
+    rated(fresh)
+    run = fresh.train("dpo", steps=10_000, lr=1e-3)
+    while len(run.metrics) < 3:
+        time.sleep(0.01)
+    fresh.stop_training()
+    assert run.state == "stopped" and 3 <= len(run.metrics) < 10_000
+    [checkpoint] = fresh.store.checkpoints().path.tolist()
+    model = PeftModel.from_pretrained(tiny_model(seed=0)[0], checkpoint)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_pause_and_resume(fresh):
+    rated(fresh)
+    run = fresh.train("dpo", steps=10_000, lr=1e-3)
+    while not run.metrics:
+        time.sleep(0.01)
+    fresh.pause_training()
+    time.sleep(0.3)  # the step in flight finishes
+    n = len(run.metrics)
+    time.sleep(0.5)
+    assert run.state == "paused" and len(run.metrics) == n
+    fresh.resume_training()
+    while len(run.metrics) <= n:
+        time.sleep(0.01)
+    fresh.stop_training()
+    assert run.state == "stopped"
+
+
+def test_nan_loss_is_skipped_and_reported(fresh, monkeypatch):
+    import lf_widgets.trainer as trainer
+
+    real = trainer.sft_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(trainer, "sft_loss", sometimes_nan)
+    rated(fresh, ratings=(5,), prompts=("x",))
+    states = []
+    fresh.on("step", states.append)
+    run = fresh.train("sft", steps=4, lr=1e-2).wait(60)
+    assert [m.skipped for m in run.metrics] == [False, True, False, False]
+    assert "loss is nan" in run.metrics[1].note and math.isnan(run.metrics[1].loss)
+    assert fresh.adapter_step == 3  # the skipped step applied nothing
+    assert all(torch.isfinite(p).all() for p in fresh.model.parameters())
+    assert len(states) == 4
+
+
+def test_200_clicks_while_training_are_all_stored(fresh):
+    samples = rated(fresh)
+    panel = fresh.rate(display=False)
+    run = fresh.train("dpo", steps=10_000, lr=1e-3)
+    while not run.metrics:
+        time.sleep(0.01)
+    for i in range(200):
+        panel._card_widgets[i % len(panel.samples)].stars[i % 5].click()
+    assert run.state == "running"  # the clicks really happened during training
+    fresh.stop_training()
+    events = fresh.store.events()
+    assert (events.annotator == "ann").sum() == len(samples) + 200
+
+
+def test_generation_during_training_records_the_adapter_step(fresh):
+    rated(fresh)
+    run = fresh.train("dpo", steps=10_000, lr=1e-3)
+    while len(run.metrics) < 2:
+        time.sleep(0.01)
+    new = fresh.generate("during", n=2, max_new_tokens=4, progress=False)
+    fresh.stop_training()
+    assert all(s.adapter_step is not None and s.adapter_step >= 2 for s in new)
+    assert all(torch.isfinite(p).all() for p in fresh.model.parameters())
+
+
+def test_checkpoint_loaded_into_fresh_session_gives_identical_logits(fresh, tmp_path):
+    rated(fresh)
+    fresh.train("dpo", steps=3, lr=1e-2).wait(60)
+    fresh.save_adapter(tmp_path / "adapter")
+    ids = torch.tensor([[1, 5, 9, 20, 33, 7]])
+    with torch.no_grad():
+        want = fresh.model(input_ids=ids).logits
+    other = lfw.Session(tiny_model(seed=0), store=tmp_path / "other.sqlite",
+                        adapter=tmp_path / "adapter")
+    with torch.no_grad():
+        got = other.model(input_ids=ids).logits
+    assert torch.equal(got, want) and other.adapter_step == 3
+    # and the standard PEFT loader reads the same folder
+    plain = PeftModel.from_pretrained(tiny_model(seed=0)[0], tmp_path / "adapter")
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=ids).logits, want)
+    other.close()
+
+
+def test_new_session_on_same_store_resumes_latest_checkpoint_and_history(fresh, tmp_path):
+    rated(fresh)
+    fresh.train("dpo", steps=3, lr=1e-2, checkpoint_every=2).wait(60)
+    ids = torch.tensor([[1, 5, 9, 20]])
+    with torch.no_grad():
+        want = fresh.model(input_ids=ids).logits
+    fresh.close()
+    again = lfw.Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite")  # "after a restart"
+    assert again.adapter_step == 3
+    with torch.no_grad():
+        assert torch.equal(again.model(input_ids=ids).logits, want)
+    history = again.training_history()
+    assert history.step.tolist() == [1, 2, 3] and "reward_margin" in history.columns
+    run = again.train("dpo", steps=2, lr=1e-2).wait(60)
+    assert [m.step for m in run.metrics] == [4, 5]
+    again.close()
+
+
+def test_feedback_given_during_training_joins_the_pool(fresh):
+    rated(fresh, ratings=(5,), prompts=("x",))
+    run = fresh.train("sft", steps=10_000, lr=1e-3, refresh_every=1, batch_size=8)
+    while not run.metrics:
+        time.sleep(0.01)
+    extra = fresh.store.add_samples([lfw.store.SampleRecord("a brand new good answer", prompt="y")])
+    fresh.record_rating(extra[0], 5)
+    deadline = time.time() + 30
+    while time.time() < deadline and run.metrics[-1].examples < 2:
+        time.sleep(0.05)
+    fresh.stop_training()
+    assert run.metrics[-1].examples == 2
+
