@@ -98,7 +98,9 @@ class Session:
         """Call ``callback(payload)`` on event ``name``; returns a function that unsubscribes.
 
         Events: ``"samples"`` (list of new :class:`Sample`), ``"judgement"`` (an :class:`Event`
-        just committed), ``"undo"`` (the cancelled :class:`Event`).
+        just committed), ``"undo"`` (the cancelled :class:`Event`), and from the training thread
+        ``"step"`` (:class:`~lf_widgets.metrics.StepMetrics`) and ``"train_state"``
+        (:class:`~lf_widgets.metrics.TrainState`).
         """
         self._listeners[name].append(callback)
         return lambda: self._listeners[name].remove(callback)
@@ -303,14 +305,14 @@ class Session:
                 return Path(path)
         return None
 
-    def monitor(self, *, display: bool = True, **train_kwargs):
+    def monitor(self, *, display: bool = True, throttle_s: float = 0.25, **train_kwargs):
         """Show the training monitor: live loss and reward curves, progress, Start/Pause/Stop.
 
         ``train_kwargs`` are what the Start button passes to :meth:`train`.
         """
         from .panels.monitor import TrainingMonitor
 
-        panel = TrainingMonitor(self, **train_kwargs)
+        panel = TrainingMonitor(self, throttle_s=throttle_s, **train_kwargs)
         if display:
             from IPython.display import display as _display
             _display(panel)

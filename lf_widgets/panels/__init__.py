@@ -1,5 +1,6 @@
 """Thin ipywidgets views over a :class:`lf_widgets.Session` (no torch imported here)."""
 
+from .monitor import TrainingMonitor
 from .rating import RatingPanel
 
-__all__ = ["RatingPanel"]
+__all__ = ["RatingPanel", "TrainingMonitor"]
