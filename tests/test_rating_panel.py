@@ -137,3 +137,37 @@ def _all_widgets(w):
     yield w
     for child in getattr(w, "children", ()):
         yield from _all_widgets(child)
+
+
+def test_keyboard_rates_the_focused_sample_and_moves_on(session, panel):
+    assert panel.keyboard.bound_keys == ["1", "2", "3", "4", "5", "j", "k", "n", "p", "u"]
+    assert "1-5 rate" in panel.keyboard.hint and "u undo" in panel.keyboard.hint
+    panel.keyboard.press("4")  # the path a real keydown takes (the front end sends {"key": "4"})
+    panel.keyboard._handle_custom_msg({"key": "2"}, [])
+    fb = session.feedback.set_index("sample_id")
+    assert fb.loc[panel.samples[0].sample_id, "rating"] == 4
+    assert fb.loc[panel.samples[1].sample_id, "rating"] == 2
+    assert panel.cursor == 1  # last sample of the page: focus stays
+    assert panel._card_widgets[1].layout.border.startswith("2px")
+    panel.keyboard.press("u")
+    assert pd_isna(session.feedback.set_index("sample_id").loc[panel.samples[1].sample_id, "rating"])
+    panel.keyboard.press("n")
+    assert panel.index == 1 and panel.cursor == 0
+    panel.keyboard.press("j")
+    assert panel.cursor == 1
+    panel.keyboard.press("k")
+    panel.keyboard.press("p")
+    assert panel.index == 0
+    panel.keyboard.press("z")  # not a declared key: nothing happens
+    assert len(session.store.events()) == 3
+
+
+def test_clicking_a_card_moves_the_keyboard_focus(panel):
+    panel._card_widgets[1].stars[0].click()
+    assert panel.cursor == 1
+
+
+def pd_isna(x):
+    import pandas as pd
+
+    return pd.isna(x)

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import traitlets
 
+from ._keys import PANEL_CLASS, KeyListener
 from ._text import escaped_html
 
 __all__ = ["RatingPanel"]
 
 STARS = (1, 2, 3, 4, 5)
+_FOCUSED, _UNFOCUSED = "2px solid #1976d2", "1px solid #ddd"
 
 
 class _SampleCard(widgets.VBox):
@@ -62,6 +64,7 @@ class RatingPanel(widgets.VBox):
     annotator = traitlets.Unicode(help="Who is rating; recorded with every judgement.")
     rated = traitlets.Int(0, help="Samples in this panel the annotator has rated.")
     total = traitlets.Int(0, help="Samples in this panel.")
+    cursor = traitlets.Int(0, help="Sample (on this page) that the keys 1-5 rate.")
 
     def __init__(self, session, samples: Sequence, **kwargs):
         self._session = session
@@ -80,11 +83,15 @@ class RatingPanel(widgets.VBox):
         self._next = widgets.Button(description="Next ▶", tooltip="next prompt")
         self._undo = widgets.Button(description="Undo", icon="undo", tooltip="undo my last judgement")
         self._page = widgets.Label()
+        self.keyboard = KeyListener([*(str(v) for v in STARS), "j", "k", "n", "p", "u"],
+                                {"1-5": "rate", "j/k": "next/previous sample",
+                                 "n/p": "next/previous prompt", "u": "undo"}, self.press)
         super().__init__([
             widgets.HBox([self._annotator_box, self._progress_bar, self._progress]),
             self._prompt, self._cards,
-            widgets.HBox([self._prev, self._page, self._next, self._undo]),
+            widgets.HBox([self._prev, self._page, self._next, self._undo]), self.keyboard,
         ], **kwargs)
+        self.add_class(PANEL_CLASS)
         self._prev.on_click(lambda _: self.prev())
         self._next.on_click(lambda _: self.next())
         self._undo.on_click(lambda _: self.undo())
@@ -116,7 +123,13 @@ class RatingPanel(widgets.VBox):
 
     @traitlets.observe("index")
     def _index_changed(self, change) -> None:
+        self.cursor = 0
         self._render()
+
+    @traitlets.observe("cursor")
+    def _cursor_changed(self, change) -> None:
+        for i, card in enumerate(getattr(self, "_card_widgets", ())):
+            card.layout.border = _FOCUSED if i == change["new"] else _UNFOCUSED
 
     def _render(self) -> None:
         prompt = self._pages[self.index][0] if self._pages else None
@@ -139,6 +152,7 @@ class RatingPanel(widgets.VBox):
             if current:
                 card.status.value = "saved earlier: " + ", ".join(
                     f"{k} {v}" if k == "rating" else k for k, v in current.items())
+            card.layout.border = _FOCUSED if i == self.cursor else _UNFOCUSED
             cards.append(card)
         self._card_widgets = cards
         self._cards.children = cards
@@ -170,9 +184,26 @@ class RatingPanel(widgets.VBox):
         return True
 
     # -- actions (each button calls one of these) ----------------------------------------------
+    def press(self, key: str) -> None:
+        """Do what ``key`` does: 1-5 rate the focused sample (then focus the next), j/k move
+        the focus, n/p change prompt, u undoes."""
+        n = len(self.samples)
+        if key in {str(v) for v in STARS} and n:
+            if self.rate(self.cursor, int(key)):
+                self.cursor = min(self.cursor + 1, n - 1)
+        elif key == "j" and n:
+            self.cursor = min(self.cursor + 1, n - 1)
+        elif key == "k":
+            self.cursor = max(self.cursor - 1, 0)
+        elif key in ("n", "p"):
+            self.next() if key == "n" else self.prev()
+        elif key == "u":
+            self.undo()
+
     def rate(self, sample_idx: int, rating: int) -> bool:
         """Rate sample ``sample_idx`` of this page 1–5; returns whether it was saved."""
         card, sample = self._card(sample_idx)
+        self.cursor = sample_idx
         ok = self._save(card, f"rating {rating}", lambda: self._session.record_rating(
             sample.sample_id, rating, annotator=self.annotator))
         if ok:
