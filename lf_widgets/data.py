@@ -32,7 +32,7 @@ from .generation import chat_prompt_ids
 
 __all__ = ["SFTExample", "PairExample", "KTOExample", "TrainingData", "build_examples",
            "choose_objective", "collate_sft", "collate_pairs", "collate_kto", "length_batches",
-           "padding_waste", "sequence_key"]
+           "padding_waste", "sequence_key", "split_holdout"]
 
 IGNORE_INDEX = -100  # label of prompt and padding positions: no loss there
 OBJECTIVES = ("sft", "dpo", "kto")
@@ -334,6 +334,17 @@ _NEEDS = {"dpo": "DPO needs preference pairs: pick the better of two samples, ra
                  "of one prompt differently, or correct a sample",
           "kto": "KTO needs rated samples: rate samples high (good) or low (bad), or correct one",
           "sft": "SFT needs good examples: rate a sample {good}, or correct one"}
+
+
+def split_holdout(examples: Sequence, fraction: float) -> tuple[list, list]:
+    """Split examples into (train, held out) by a hash of their key: the same example always
+    lands on the same side, whatever else the feedback holds, so held-out stays unseen."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    train, held = [], []
+    for e in examples:
+        (held if int(e.key[:8], 16) / 16**8 < fraction else train).append(e)
+    return train, held
 
 
 def choose_objective(data: TrainingData, requested: str = "auto") -> tuple[str, str]:

@@ -137,7 +137,8 @@ class ABResult:
             (self.win_rate_a, self.ci_low, self.ci_high) if a_leads
             else (1 - self.win_rate_a, 1 - self.ci_high, 1 - self.ci_low)
         )
-        ties = f" and {self.ties} ties (each half a win)" if self.ties else ""
+        ties = (f" and {self.ties} {'tie' if self.ties == 1 else 'ties'} (each half a win)"
+                if self.ties else "")
         p = "p < 0.001" if self.p_value < 0.001 else f"p = {self.p_value:.2g}"
         verdict = f"{name} is better" if self.p_value < self.alpha else "not yet conclusive"
         return (f"{name} wins {wins} of {self.decided} decided votes{ties}, {_pct(rate)} "

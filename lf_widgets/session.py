@@ -136,8 +136,7 @@ class Session:
                                         model=self.model_name, adapter_step=step,
                                         params={**config.as_params(), "n": n}) for c in batch]
                 ids = self.store.add_samples(records)
-                new = [Sample(i, r.prompt, r.text, r.model, r.adapter_step)
-                       for i, r in zip(ids, records)]
+                new = [self._sample(i, r) for i, r in zip(ids, records)]
                 out.extend(new)
                 self._emit("samples", new)
         except KeyboardInterrupt:
@@ -173,6 +172,27 @@ class Session:
             raise ValueError("a correction must be non-empty text")
         return self._record(sample_id, "correction", text, annotator)
 
+    def record_preference(self, sample_a: int, sample_b: int, choice: str, *,
+                          reason: str | None = None, annotator: str | None = None) -> Event:
+        """Say which of two samples of one prompt is better: "a", "b", "tie" or "both_bad".
+
+        "a" means ``sample_a`` ≻ ``sample_b``; it becomes a DPO pair for training.
+        """
+        if choice not in ("a", "b", "tie", "both_bad"):
+            raise ValueError(f"choice must be 'a', 'b', 'tie' or 'both_bad', got {choice!r}")
+        value = {"other": int(sample_b), "choice": choice, "reason": reason}
+        return self._record(sample_a, "preference", value, annotator)
+
+    def record_ab_vote(self, test, index: int, choice: str, *, reason: str | None = None,
+                       annotator: str | None = None) -> Event:
+        """Record a blind vote on item ``index`` of an A/B test, with the hidden assignment."""
+        if choice not in ("a", "b", "tie", "both_bad"):
+            raise ValueError(f"choice must be 'a', 'b', 'tie' or 'both_bad', got {choice!r}")
+        item, (left, right) = test.items[index], test.hidden[index]
+        value = {"test": test.test_id, "item": index, "other": item.right.sample_id,
+                 "choice": choice, "left": left, "right": right, "reason": reason}
+        return self._record(item.left.sample_id, "ab_vote", value, annotator)
+
     def undo(self, sample_id: int | None = None, annotator: str | None = None) -> Event | None:
         """Cancel the annotator's latest judgement (on ``sample_id`` if given); returns it."""
         event = self.store.undo(annotator or self.annotator, sample_id)
@@ -196,11 +216,7 @@ class Session:
         from .panels.rating import RatingPanel
 
         samples = self.samples() if prompts is None else self.generate(prompts, n, **sampling)
-        panel = RatingPanel(self, samples)
-        if display:
-            from IPython.display import display as _display
-            _display(panel)
-        return panel
+        return self._show(RatingPanel(self, samples), display)
 
     # -- training ------------------------------------------------------------------------------
     @property
@@ -271,6 +287,20 @@ class Session:
         """Every training step logged in the store (also those of earlier kernels)."""
         return self.store.train_steps()
 
+    def evaluate(self, holdout: float | None = None) -> pd.DataFrame:
+        """Offline check, no person needed: base vs tuned on held-out feedback.
+
+        Preference accuracy (the preferred text gets the larger log-prob) and the mean per-token
+        log-prob of good samples. ``holdout`` defaults to the last training run's
+        ``holdout`` share; with 0 every example is used and the table says "in sample".
+        """
+        from .data import build_examples
+        from .scoring import evaluate
+
+        if holdout is None:
+            holdout = self._run.config.holdout if self._run is not None else 0.0
+        return evaluate(self, build_examples(self.store, self.tokenizer), holdout=holdout)
+
     def save_adapter(self, path: str | os.PathLike) -> Path:
         """Save the LoRA adapter as a standard PEFT folder (safetensors); loadable with
         ``PeftModel.from_pretrained`` or ``Session(adapter=path)``."""
@@ -312,11 +342,72 @@ class Session:
         """
         from .panels.monitor import TrainingMonitor
 
-        panel = TrainingMonitor(self, throttle_s=throttle_s, **train_kwargs)
+        return self._show(TrainingMonitor(self, throttle_s=throttle_s, **train_kwargs), display)
+
+    # -- comparing ------------------------------------------------------------------------------
+    def compare(self, prompts: str | Sequence[str] | None = None, *, display: bool = True,
+                seed: int | None = None, **sampling):
+        """Show pairs of samples of the same prompt; pick the better (a DPO pair each).
+
+        With ``prompts``, two samples per prompt are generated; without, stored samples of the
+        same prompt are paired. Sides are shuffled (``seed`` makes it repeatable).
+        """
+        from .panels.preference import PreferencePanel, pair_up
+
+        samples = self.samples() if prompts is None else self.generate(prompts, 2, **sampling)
+        panel = PreferencePanel(self, pair_up(samples, seed))
+        return self._show(panel, display)
+
+    def ab_test(self, prompts: str | Sequence[str], n: int = 1,
+                models: tuple[str, str] = ("base", "tuned"), *, display: bool = True,
+                seed: int | None = None, max_new_tokens: int = 64, temperature: float = 0.8,
+                top_p: float = 0.95, batch_size: int = 8):
+        """Blind A/B test: one sample per contender for each prompt (× n), sides shuffled.
+
+        ``models`` names two contenders: "base" (adapter off), "tuned" (current adapter) or a
+        saved adapter/checkpoint folder. Generation holds the model lock, so it is safe while
+        training runs. Returns the :class:`~lf_widgets.panels.abtest.ABTestPanel`.
+        """
+        from .ab import build_test
+        from .panels.abtest import ABTestPanel
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        config = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p, batch_size=batch_size)
+        test = build_test(self, prompts, n, tuple(str(m) for m in models), config, seed)
+        return self._show(ABTestPanel(self, test), display)
+
+    def ab_results(self, test_id: str | None = None) -> pd.DataFrame:
+        """Every current A/B vote (of one test if given), with the winning contender named."""
+        from .ab import votes_frame
+
+        return votes_frame(self.store, test_id)
+
+    def ab_summary(self, test_id: str):
+        """Win rate, Wilson 95 % interval and sign test for one A/B test
+        (:class:`~lf_widgets.evaluation.ABResult`; ``.sentence()`` says it in words)."""
+        from .ab import summarise
+
+        votes = self.ab_results(test_id)
+        contenders = self._ab_contenders(test_id, votes)
+        return summarise(votes, contenders)
+
+    def _ab_contenders(self, test_id: str, votes: pd.DataFrame) -> tuple[str, str]:
+        df = self.store.samples()
+        mine = df[df["params"].map(lambda p: p.get("ab_test") == test_id)]
+        names = list(dict.fromkeys(mine["params"].map(lambda p: p["contender"])))
+        if len(names) != 2:
+            raise ValueError(f"no A/B test {test_id!r} in this store")
+        return names[0], names[1]
+
+    def _show(self, panel, display: bool):
         if display:
             from IPython.display import display as _display
             _display(panel)
         return panel
+
+    def _sample(self, sample_id: int, record: SampleRecord) -> Sample:
+        return Sample(sample_id, record.prompt, record.text, record.model, record.adapter_step)
 
     # -- import / export -----------------------------------------------------------------------
     def import_csv(self, path: str | os.PathLike, *, annotator: str | None = None) -> int:

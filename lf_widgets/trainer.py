@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import data as _data
-from .data import TrainingData, build_examples, choose_objective, length_batches
+from .data import TrainingData, build_examples, choose_objective, length_batches, split_holdout
 from .losses import dpo_loss, kto_loss, sequence_logps, sft_loss
 from .metrics import StepMetrics, TrainState
 
@@ -54,6 +54,7 @@ class TrainConfig:
     target_modules: str | tuple[str, ...] = "all-linear"  # peft's shorthand: every linear but lm_head
     refresh_every: int = 5  # re-read the feedback every N steps, so new ratings join the pool
     checkpoint_every: int = 10  # automatic checkpoint every N steps (0: only at the end)
+    holdout: float = 0.0  # share of examples kept out of training for session.evaluate()
     seed: int = 0  # batch order and LoRA initialisation
 
     def __post_init__(self):
@@ -64,6 +65,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "lora_r", "refresh_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
@@ -306,7 +309,7 @@ class TrainingRun:
             if self._stop.is_set():
                 return
             if run_step > 1 and (run_step - 1) % cfg.refresh_every == 0:
-                self._data = build_examples(session.store, session.tokenizer, max_length=cfg.max_length)
+                self._data = training_data(session, cfg)
                 batches = []  # new feedback joins from the next epoch of batches
             if not batches:
                 batches = length_batches(getattr(self._data, pool_name), cfg.batch_size,
@@ -365,12 +368,21 @@ class TrainingRun:
                 "base_model": self.session.model_name, "config": asdict(self.config)}
 
 
+def training_data(session, config: TrainConfig) -> TrainingData:
+    """The examples a run trains on: the feedback log's, minus the held-out share."""
+    data = build_examples(session.store, session.tokenizer, max_length=config.max_length)
+    if config.holdout:
+        for pool in ("sft", "pairs", "kto"):
+            setattr(data, pool, split_holdout(getattr(data, pool), config.holdout)[0])
+    return data
+
+
 def prepare_run(session, config: TrainConfig) -> TrainingRun:
     """Build examples, choose the objective, attach LoRA; the caller starts the thread.
 
     Done on the caller's thread so that "not enough feedback" is an error the person sees at once.
     """
-    data = build_examples(session.store, session.tokenizer, max_length=config.max_length)
+    data = training_data(session, config)
     objective, reason = choose_objective(data, config.objective)
     with session.model_lock:
         session.model = wrap_lora(session.model, config)
