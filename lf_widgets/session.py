@@ -414,9 +414,29 @@ class Session:
         """Import judgements from a CSV file; see :func:`lf_widgets.io.import_feedback`."""
         return _io.import_feedback(self.store, path, default_annotator=annotator or self.annotator)
 
-    def export(self, kind: str, path: str | os.PathLike) -> Path:
-        """Write the feedback as ``kind`` ("csv", "jsonl", "parquet") to ``path``."""
+    def export(self, kind: str, path: str | os.PathLike, *, scrub=False, **options):
+        """Write the feedback, or training data built from it, to ``path``.
+
+        ``kind``: "csv", "jsonl", "parquet" (the feedback table; returns the Path), or a training
+        format — "trl-sft", "trl-dpo", "trl-kto", "openai-sft", "openai-dpo" — built with the
+        same rules as training (returns an :class:`~lf_widgets.exports.ExportResult`).
+        ``scrub=True`` (or a :class:`~lf_widgets.exports.ScrubConfig`) replaces e-mail
+        addresses and phone numbers in training exports and counts them.
+        """
+        from . import exports as _exports
+
+        if kind in _exports.EXPORT_FORMATS:
+            return _exports.export_training(self.store, kind, path, scrub=scrub, **options)
+        if kind not in _io.EXPORT_KINDS:
+            raise ValueError(f"kind must be one of {_io.EXPORT_KINDS + _exports.EXPORT_FORMATS}, "
+                             f"got {kind!r}")
         return _io.export_feedback(self.feedback, kind, path)
+
+    def to_dataset(self, kind: str, **options):
+        """Training records of ``kind`` (see :meth:`export`) as a ``datasets.Dataset``."""
+        from . import exports as _exports
+
+        return _exports.to_dataset(self.store, kind, **options)
 
     def close(self) -> None:
         """Close the feedback log's connections."""
