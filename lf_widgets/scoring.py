@@ -10,7 +10,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .data import TrainingData, collate_pairs, collate_sft, split_holdout
+from .batching import collate_pairs, collate_sft
+from .data import TrainingData, split_holdout
 from .losses import sequence_logps
 
 __all__ = ["evaluate"]

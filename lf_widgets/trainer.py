@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import data as _data
+from . import batching as _batching, data as _data
 from .data import TrainingData, build_examples, choose_objective, length_batches, split_holdout
 from .losses import dpo_loss, kto_loss, sequence_logps, sft_loss
 from .metrics import StepMetrics, TrainState
@@ -163,7 +163,7 @@ class _ReferenceCache:
 
 
 def _sft_step(model, examples, pad_id, device, cache, config):
-    batch = _to(_data.collate_sft(examples, pad_id), device)
+    batch = _to(_batching.collate_sft(examples, pad_id), device)
     logps, n_tokens = _forward_logps(model, batch)
     loss = sft_loss(logps, n_tokens)
     target_logp = (logps.detach() / n_tokens.clamp(min=1)).mean().item()  # per token
@@ -171,7 +171,7 @@ def _sft_step(model, examples, pad_id, device, cache, config):
 
 
 def _dpo_step(model, examples, pad_id, device, cache, config):
-    batch = _to(_data.collate_pairs(examples, pad_id), device)  # 2B rows: chosen, then rejected
+    batch = _to(_batching.collate_pairs(examples, pad_id), device)  # 2B rows: chosen, then rejected
     b = len(examples)
     keys = [_data.sequence_key(e.prompt_ids, e.chosen_ids) for e in examples] + \
            [_data.sequence_key(e.prompt_ids, e.rejected_ids) for e in examples]
@@ -185,7 +185,7 @@ def _dpo_step(model, examples, pad_id, device, cache, config):
 
 
 def _kto_step(model, examples, pad_id, device, cache, config):
-    batch = _to(_data.collate_kto(examples, pad_id), device)
+    batch = _to(_batching.collate_kto(examples, pad_id), device)
     good = batch["desirable"]  # (B,) bool
     keys = [e.key for e in examples]
     kl_keys = [_data.sequence_key(e.prompt_ids, examples[(i + 1) % len(examples)].completion_ids)
