@@ -1,0 +1,110 @@
+"""The real panels in a real JupyterLab / Notebook 7 with headless Chromium.
+
+Each test acts as a person would (click, key press) and then checks the kernel-side effect: the
+row in the SQLite feedback log, not only the page.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytestmark = pytest.mark.browser
+
+PAYLOAD = """<img src=x onerror="document.title='pwned'">"""
+NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
+TINY = {"LF_WIDGETS_MODEL": "tiny"}
+
+
+def rows(db: Path, sql: str) -> list:
+    if not db.exists():
+        return []
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+    finally:
+        con.close()
+
+
+def notebook(*cells: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(c))
+                                           for c in cells])
+
+
+def n_cells(page) -> int:
+    return page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length")
+
+
+def test_rating_click_lands_in_sqlite_and_html_is_inert(open_notebook, tmp_path):
+    db = tmp_path / "ratings.sqlite"
+    page = open_notebook(notebook(f"""
+        import lf_widgets as lfw
+        from lf_widgets.store import SampleRecord
+        s = lfw.Session(store={str(db)!r}, annotator="browser")
+        s.store.add_samples([SampleRecord("a harmless sample", prompt="say something"),
+                             SampleRecord({PAYLOAD!r}, prompt="say something")])
+        panel = s.rate()
+        """), env=TINY)
+    page.locator("button.jupyter-button", has_text="4").first.click()
+    page.lfw.wait_for(lambda: rows(db, "SELECT sample_id, kind, value, annotator FROM events"),
+                      message="the rating row in SQLite")
+    assert rows(db, "SELECT sample_id, kind, value, annotator FROM events") == [
+        (1, "rating", "4", "browser")]
+    page.locator("div.widget-label", has_text="✓ saved rating 4").first.wait_for()
+    shown = page.locator(".widget-html-content", has_text="onerror").first
+    assert PAYLOAD in shown.inner_text()  # shown as text ...
+    assert "pwned" not in page.lfw.title_history()  # ... and never run
+    assert page.locator(".widget-html-content img").count() == 0
+
+
+def test_ab_vote_by_click_and_by_keyboard(open_notebook, tmp_path):
+    db = tmp_path / "ab.sqlite"
+    page = open_notebook(notebook(f"""
+        import lf_widgets as lfw
+        s = lfw.Session(store={str(db)!r}, annotator="browser")
+        for i, x in enumerate(s.generate(["hello", "world"], n=4, max_new_tokens=6, seed=0,
+                                         progress=False)):
+            s.record_rating(x.sample_id, [5, 1, 4, 2][i % 4])
+        s.train("dpo", steps=2, lr=1e-2).wait()
+        ab = s.ab_test(["q1", "q2", "q3"], seed=0, max_new_tokens=4)
+        """), env=TINY)
+    votes = "SELECT json_extract(value, '$.choice') FROM events WHERE kind = 'ab_vote'"
+    cells = n_cells(page)
+    page.locator("button.jupyter-button", has_text="A is better").click()
+    page.lfw.wait_for(lambda: rows(db, votes) == [("a",)], message="the click vote")
+    page.locator(".widget-html-content", has_text="Item 2 of 3").click()  # focus the panel
+    page.keyboard.press("b")
+    page.lfw.wait_for(lambda: len(rows(db, votes)) == 2, message="the keyboard vote")
+    assert rows(db, votes) == [("a",), ("b",)]
+    page.keyboard.press("t")
+    page.lfw.wait_for(lambda: len(rows(db, votes)) == 3, message="the last vote")
+    # the keys went to the panel, not to JupyterLab's command mode ("b" inserts a cell there)
+    assert n_cells(page) == cells
+    # every item voted: the panel reveals who was who and the statistics
+    page.locator(".widget-html-content", has_text="decided vote").first.wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+
+
+@pytest.mark.parametrize("app", ["lab", "notebook"])
+def test_quickstart_runs_and_its_panels_work(open_notebook, app):
+    page = open_notebook(NOTEBOOKS / "01_quickstart.ipynb", app=app, env=TINY, run=False)
+    root = page.lfw.path.parent
+    shutil.copytree(NOTEBOOKS / "data", root / "data", dirs_exist_ok=True)
+    result = page.lfw.run_all()
+    assert result["ok"], result["errors"]
+    db = root / "lf_feedback.sqlite"
+    before = rows(db, "SELECT COUNT(*) FROM events WHERE kind = 'rating'")[0][0]
+    page.locator("button.jupyter-button", has_text="3").first.click()
+    page.lfw.wait_for(lambda: rows(db, "SELECT COUNT(*) FROM events WHERE kind = 'rating'")[0][0]
+                      == before + 1, message="the new rating in SQLite")
+    points = ("() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => (gd.data || [])"
+              ".reduce((n, t) => n + (t.x ? t.x.length : 0), 0))")
+    page.lfw.wait_for(lambda: any(n > 0 for n in page.evaluate(points)),
+                      message="the monitor's plot to show training points")
