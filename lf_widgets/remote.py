@@ -24,7 +24,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from .generation import Completion, SamplingConfig
@@ -73,6 +74,10 @@ class RemoteChatModel:
         The provenance tag stored with every sample; default ``"remote:<model>"``.
     concurrency : int
         Requests in flight at once within a batch (each prompt is at least one request).
+    extra_body : mapping, optional
+        Extra fields merged into every chat request, for server-specific options, e.g.
+        ``{"top_k": 50}`` (vLLM) or ``{"generation_config": '{"do_sample": true}'}``
+        (``transformers serve``, see Notes). Do not put secrets here.
 
     Notes
     -----
@@ -81,13 +86,17 @@ class RemoteChatModel:
     first request; from then on each prompt costs ``n`` requests, the k-th with ``seed + k`` when
     a seed is given, so the samples differ but stay reproducible where the server honours seeds.
 
-    ``transformers serve`` only samples when the served model's ``generation_config`` has
-    ``do_sample=True``; otherwise it decodes greedily whatever ``temperature`` says.
+    ``transformers serve`` (5.x) only samples when the served model's ``generation_config`` has
+    ``do_sample=True``; otherwise it decodes greedily whatever ``temperature`` says, and the
+    ``n`` samples of a prompt come out identical. Pass
+    ``extra_body={"generation_config": '{"do_sample": true}'}`` (or set ``"do_sample": true``
+    in the folder's ``generation_config.json``). When every prompt of a batch gets ``n``
+    identical samples although ``temperature > 0``, a ``RuntimeWarning`` says so, once.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
                  timeout: float = 60.0, max_retries: int = 0, name: str | None = None,
-                 concurrency: int = 4):
+                 concurrency: int = 4, extra_body: Mapping | None = None):
         if not isinstance(base_url, str) or not base_url.strip():
             raise ValueError("base_url must be a URL such as 'http://127.0.0.1:8000/v1'")
         parts = urllib.parse.urlsplit(base_url.strip())
@@ -111,9 +120,16 @@ class RemoteChatModel:
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.concurrency = int(concurrency)
+        self.extra_body = dict(extra_body or {})
         self.tag = name or f"remote:{model}"
         self._supports_n: bool | None = None  # learnt from the first request with n > 1
+        self._warned_greedy = False
         self._opener = _opener_for(parts.hostname)
+
+    @property
+    def endpoint(self) -> str:
+        """``base_url`` without query or fragment: safe to store as provenance."""
+        return _display_url(self.base_url)
 
     def __repr__(self) -> str:
         return (f"RemoteChatModel({self.base_url!r}, {self.model!r}, "
@@ -133,8 +149,10 @@ class RemoteChatModel:
         body = self._request("GET", url, None)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
-            raise RemoteModelError(f"malformed answer from {_display_url(url)}: expected a JSON "
-                                   f"object with a 'data' list, got {_preview(body)}", url=url)
+            shown = _display_url(url)
+            raise RemoteModelError(
+                f"malformed answer from {shown}: expected a JSON object with a 'data' list, "
+                f"got {_preview(_redact(json.dumps(body), self.api_key_env))}", url=shown)
         return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
 
     def complete(self, prompts: Sequence[str], n: int = 4,
@@ -167,6 +185,7 @@ class RemoteChatModel:
         try:
             for batch in batches:
                 texts = self._batch(pool, batch, n, config)
+                self._warn_if_greedy(texts, n, config)
                 completions = [Completion(prompt=p, text=t, token_ids=[])
                                for p, ts in zip(batch, texts) for t in ts]
                 bar.update(len(completions))
@@ -198,6 +217,18 @@ class RemoteChatModel:
             raise
         return texts
 
+    def _warn_if_greedy(self, texts: list[list[str]], n: int, config: SamplingConfig) -> None:
+        if self._warned_greedy or n < 2 or config.temperature == 0:
+            return
+        if all(len(set(ts)) == 1 for ts in texts):
+            self._warned_greedy = True
+            warnings.warn(
+                f"{self.tag}: all {n} samples of every prompt are identical although "
+                f"temperature={config.temperature:g}; the server seems to decode greedily. "
+                "With `transformers serve`, pass extra_body={'generation_config': "
+                "'{\"do_sample\": true}'} or set \"do_sample\": true in the model's "
+                "generation_config.json.", RuntimeWarning, stacklevel=3)
+
     def _ask(self, prompt: str, n: int, config: SamplingConfig, seed: int | None) -> list[str]:
         """``n`` completions of one prompt: one request, then single top-ups if it gave fewer."""
         url = f"{self.base_url}/chat/completions"
@@ -220,6 +251,7 @@ class RemoteChatModel:
             payload["n"] = n
         if seed is not None:
             payload["seed"] = seed
+        payload.update(self.extra_body)
         try:
             body = self._request("POST", url, payload)
         except RemoteModelError as err:
@@ -271,7 +303,7 @@ class RemoteChatModel:
                 text = ""
             error = RemoteModelError(
                 f"{shown} answered HTTP {status} {e.reason or ''}".rstrip()
-                + f": {_error_message(text)}" + self._auth_hint(status), url=shown, status=status)
+                + f": {_error_message(text)}" + self._hint(status), url=shown, status=status)
             if status in _RETRY_STATUS:
                 error = _Transient(error, _retry_after(e.headers))
         except _TooLarge:
@@ -296,7 +328,9 @@ class RemoteChatModel:
                 f"the connection to {_display_url(self.base_url)} failed — is the server "
                 f"running? ({_reason(e)})", url=shown))
         # Raised outside the except blocks, so no __context__ chains urllib's frames (whose
-        # locals include the request headers) to the error.
+        # locals include the request headers) to the error; and the request (holding the key
+        # in its headers) is dropped before anything is raised from this frame.
+        del req
         if error is not None:
             raise error
         try:
@@ -322,7 +356,9 @@ class RemoteChatModel:
             headers["Authorization"] = "Bearer " + os.environ[self.api_key_env].strip()
         return headers
 
-    def _auth_hint(self, status: int) -> str:
+    def _hint(self, status: int) -> str:
+        if status == 404 and not self.base_url.endswith("/v1"):
+            return " (OpenAI-compatible servers usually want a base_url ending in /v1)"
         if status not in (401, 403):
             return ""
         if not self.api_key_env:
@@ -425,9 +461,13 @@ def _redact(text: str, key_env: str | None = None) -> str:
     into our exception message.
     """
     for name, value in os.environ.items():
-        secret = name == key_env or "KEY" in name.upper() or "TOKEN" in name.upper()
-        if secret and value and len(value.strip()) >= 4 and value.strip() in text:
-            text = text.replace(value.strip(), "***")
+        value = value.strip()
+        if name == key_env:
+            secret = bool(value)
+        else:  # long values of variables that look like credentials (not TOKENIZERS_…=false)
+            secret = len(value) >= 16 and any(w in name.upper() for w in ("KEY", "TOKEN", "SECRET"))
+        if secret and value in text:
+            text = text.replace(value, "***")
     return text
 
 

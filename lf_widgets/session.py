@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import io as _io
 from .generation import SamplingConfig, sample_completions
+from .remote import RemoteChatModel, RemoteModelError
 from .store import Event, FeedbackStore, SampleRecord
 
 __all__ = ["Session", "Sample"]
@@ -71,11 +72,20 @@ class Session:
                  adapter: str | os.PathLike | None = None, resume: bool = True):
         from .models import load_model, model_tag  # torch-heavy: only when a Session is made
 
-        if isinstance(model, tuple):
+        self.remote: RemoteChatModel | None = None  # set when samples come from an endpoint
+        if isinstance(model, RemoteChatModel):
+            if adapter is not None:
+                raise ValueError("adapter= needs a local model; a RemoteChatModel has no "
+                                 "weights here")
+            self.remote = model
+            self.model = self.tokenizer = None
+            self.model_name = model.tag
+        elif isinstance(model, tuple):
             self.model, self.tokenizer = model
+            self.model_name = model_tag(self.model)
         else:
             self.model, self.tokenizer = load_model(model, device=device, dtype=dtype)
-        self.model_name = model_tag(self.model)
+            self.model_name = model_tag(self.model)
         self.store = store if isinstance(store, FeedbackStore) else FeedbackStore(store)
         self.annotator = (annotator or _default_annotator()).strip()
         self.adapter_step: int | None = None  # set by training; recorded with every sample
@@ -84,7 +94,7 @@ class Session:
         self._listeners: dict[str, list[Callable]] = defaultdict(list)
         self._run = None  # the current or last TrainingRun
         self._reference_cache = None  # reference log-probs, shared by every run (base is frozen)
-        if adapter is None and resume:
+        if adapter is None and resume and self.remote is None:
             adapter = self._latest_checkpoint()
         if adapter is not None:
             self.load_adapter(adapter)
@@ -129,18 +139,31 @@ class Session:
                                 top_p=top_p, seed=seed, batch_size=batch_size)
         out: list[Sample] = []
         try:
-            for batch in sample_completions(self.model, self.tokenizer, prompts, n, config,
-                                            lock=self.model_lock, progress=progress):
+            params = {**config.as_params(), "n": n}
+            if self.remote is not None:
+                batches = self.remote.complete(prompts, n, config, progress=progress)
+                params["endpoint"] = self.remote.endpoint
+            else:
+                batches = sample_completions(self.model, self.tokenizer, prompts, n, config,
+                                             lock=self.model_lock, progress=progress)
+            for batch in batches:
                 step = self.adapter_step
-                records = [SampleRecord(text=c.text, prompt=c.prompt, token_ids=c.token_ids,
-                                        model=self.model_name, adapter_step=step,
-                                        params={**config.as_params(), "n": n}) for c in batch]
+                # A server returns no token ids: store None, not [] (data.py reads a list as
+                # the completion's ids), so training and scoring tokenise the text instead.
+                records = [SampleRecord(text=c.text, prompt=c.prompt,
+                                        token_ids=c.token_ids or None, model=self.model_name,
+                                        adapter_step=step, params=params) for c in batch]
                 ids = self.store.add_samples(records)
                 new = [self._sample(i, r) for i, r in zip(ids, records)]
                 out.extend(new)
                 self._emit("samples", new)
         except KeyboardInterrupt:
             print(f"Interrupted: kept the {len(out)} samples already generated and stored.")
+        except RemoteModelError:
+            if out:
+                print(f"Stopped by an error: kept the {len(out)} samples already generated "
+                      "and stored.")
+            raise
         return out
 
     def samples(self, prompt: str | None = None) -> list[Sample]:
@@ -254,6 +277,7 @@ class Session:
         """
         from .trainer import TrainConfig, prepare_run, _ReferenceCache
 
+        self._require_local_model("train()")
         if self._run is not None and not self._run.done:
             raise RuntimeError("a training run is still going: stop_training() or wait for it first")
         config = TrainConfig(objective=objective, steps=steps, lr=lr, batch_size=batch_size,
@@ -297,6 +321,7 @@ class Session:
         from .data import build_examples
         from .scoring import evaluate
 
+        self._require_local_model("evaluate()")
         if holdout is None:
             holdout = self._run.config.holdout if self._run is not None else 0.0
         return evaluate(self, build_examples(self.store, self.tokenizer), holdout=holdout)
@@ -308,6 +333,7 @@ class Session:
 
         from .trainer import save_adapter
 
+        self._require_local_model("save_adapter()")
         if not isinstance(self.model, PeftModel):
             raise RuntimeError("there is no adapter yet: train() first")
         with self.model_lock:
@@ -320,6 +346,7 @@ class Session:
 
         from .trainer import load_adapter
 
+        self._require_local_model("load_adapter()")
         with self.model_lock:
             base = self.model.unload() if isinstance(self.model, PeftModel) else self.model
             self.model, meta = load_adapter(base, path)
@@ -371,6 +398,7 @@ class Session:
         from .ab import build_test
         from .panels.abtest import ABTestPanel
 
+        self._require_local_model("ab_test()")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         config = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_p=top_p, batch_size=batch_size)
@@ -405,6 +433,15 @@ class Session:
             from IPython.display import display as _display
             _display(panel)
         return panel
+
+    def _require_local_model(self, verb: str) -> None:
+        if self.remote is not None:
+            raise RuntimeError(
+                f"{verb} needs a local model, and this session samples from {self.remote.tag} "
+                f"at {self.remote.endpoint}, whose weights are not here. Export the feedback "
+                "and fine-tune where the model lives: session.export('openai-sft', "
+                "'train.jsonl', scrub=True) (or 'openai-dpo', 'trl-sft', 'trl-dpo', "
+                "'trl-kto'); or open this store in a Session with a local model to train here.")
 
     def _sample(self, sample_id: int, record: SampleRecord) -> Sample:
         return Sample(sample_id, record.prompt, record.text, record.model, record.adapter_step)
