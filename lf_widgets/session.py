@@ -405,6 +405,25 @@ class Session:
         test = build_test(self, prompts, n, tuple(str(m) for m in models), config, seed)
         return self._show(ABTestPanel(self, test), display)
 
+    def step_by_step(self, sample, *, display: bool = True, **options):
+        """Show one sample's per-token probabilities and its loss L = Σ −log p, with a
+        "Take one step" button (one real SFT step on this sample: it changes the adapter).
+
+        ``sample``: a :class:`Sample` or sample id. ``options``: ``lr`` (default
+        ``stepper.TEACHING_LR`` = 0.1, plain SGD) and TrainConfig fields. Returns the
+        :class:`~lf_widgets.panels.stepper.StepperPanel`. DPO and KTO: :mod:`lf_widgets.stepper`.
+        """
+        from .panels.stepper import StepperPanel
+
+        self._require_local_model("step_by_step()")
+        return self._show(StepperPanel(self, sample, **options), display)
+
+    def _stepper(self, sample, **options):
+        """The kernel side of a StepperPanel (torch stays out of panels/)."""
+        from .stepper import SampleStepper
+
+        return SampleStepper(self, sample, **options)
+
     def ab_results(self, test_id: str | None = None) -> pd.DataFrame:
         """Every current A/B vote (of one test if given), with the winning contender named."""
         from .ab import votes_frame

@@ -13,6 +13,7 @@ them every step; that forward pass is ~25 % of a DPO step on CPU.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -31,7 +32,7 @@ from .losses import dpo_loss, kto_loss, sequence_logps, sft_loss
 from .metrics import StepMetrics, TrainState
 
 __all__ = ["TrainConfig", "TrainingRun", "prepare_run", "wrap_lora", "save_adapter",
-           "load_adapter", "ADAPTER_META"]
+           "load_adapter", "apply_update", "ADAPTER_META"]
 
 ADAPTER_META = "lf_widgets.json"  # written beside PEFT's files: step, objective, run id
 
@@ -207,6 +208,22 @@ def _kto_step(model, examples, pad_id, device, cache, config):
 _STEPS = {"sft": (_sft_step, "sft"), "dpo": (_dpo_step, "pairs"), "kto": (_kto_step, "kto")}
 
 
+def apply_update(loss: torch.Tensor, params, optimizer, max_grad_norm: float
+                 ) -> tuple[bool, str, float]:
+    """Backward, clip, step — or skip the update when the loss or gradient is not finite.
+
+    Returns (skipped, note, gradient norm). The caller zeroes the gradients afterwards.
+    """
+    if not torch.isfinite(loss):
+        return True, f"skipped: loss is {loss.item()}", float("nan")
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+    if not math.isfinite(norm):
+        return True, f"skipped: gradient norm is {norm}", norm
+    optimizer.step()
+    return False, "", norm
+
+
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -322,7 +339,7 @@ class TrainingRun:
                     with autocast:
                         loss, tokens, extras = step_fn(session.model, examples, pad_id, device,
                                                        self._cache, cfg)
-                    skipped, note = self._apply(loss, params, optimizer)
+                    skipped, note, _ = apply_update(loss, params, optimizer, cfg.max_grad_norm)
                 finally:
                     optimizer.zero_grad(set_to_none=True)
                     session.model.eval()
@@ -341,16 +358,6 @@ class TrainingRun:
             if cfg.checkpoint_every and not skipped and session.adapter_step % cfg.checkpoint_every == 0:
                 self._checkpoint()
 
-    def _apply(self, loss: torch.Tensor, params, optimizer) -> tuple[bool, str]:
-        """Backward, clip, step; or skip the update when anything is not finite."""
-        if not torch.isfinite(loss):
-            return True, f"skipped: loss is {loss.item()}"
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-        if not torch.isfinite(norm):
-            return True, f"skipped: gradient norm is {norm.item()}"
-        optimizer.step()
-        return False, ""
 
     def _checkpoint(self) -> None:
         folder = self.session.checkpoint_dir

@@ -2,5 +2,6 @@
 
 from .monitor import TrainingMonitor
 from .rating import RatingPanel
+from .stepper import StepperPanel
 
-__all__ = ["RatingPanel", "TrainingMonitor"]
+__all__ = ["RatingPanel", "StepperPanel", "TrainingMonitor"]

@@ -1,0 +1,313 @@
+"""Step by step: one sample, its token probabilities, one optimizer step, and what changed.
+
+The teaching view of training ("here is the loss, here is one step, see the probability of the
+good answer go up"). Every number comes from the code the trainer runs: the same chat prompt
+ids and collation (``data``), the same step functions (``trainer._sft_step``, ``_dpo_step``), the
+same losses (``losses``), the same LoRA adapter (``trainer.wrap_lora``), the same reference cache
+and the same model lock. What differs: a batch of one example, a fresh optimizer for each step,
+and a larger learning rate, so that one step visibly moves the numbers.
+
+A step here is a real step: it changes the session's adapter and counts in
+``session.adapter_step``, exactly like a training step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from . import data as _data
+from .generation import chat_prompt_ids
+from .losses import kto_loss, selective_logps
+from .trainer import (_OPTIMIZERS, TrainConfig, apply_update, _dpo_step, _forward_logps, _ReferenceCache, _sft_step,
+                      _to, wrap_lora)
+
+__all__ = ["TokenProb", "StepReport", "DPOReport", "KTOView", "SampleStepper", "TEACHING_LR",
+           "sample_tokens", "token_probabilities", "sft_step_on", "dpo_step_on", "kto_view"]
+
+# Plain SGD: θ ← θ − lr·g (momentum has nothing to act on in a fresh optimizer's first step).
+# 0.1 roughly halves the loss of a short answer on SmolLM2-135M in one step; training's 2e-4
+# with AdamW would move it by a hundredth, too little to see.
+TEACHING_LR = 0.1
+
+
+@dataclass(frozen=True)
+class TokenProb:
+    """One completion token and how likely the model finds it, given everything before it."""
+
+    token_text: str  # the token as text, decoded in context ("" for half of a multi-byte character)
+    token_id: int
+    prob: float  # P(token | prompt, earlier tokens), in (0, 1]
+    logp: float  # natural log of prob, ≤ 0
+
+
+def loss_of(tokens: Sequence[TokenProb]) -> float:
+    """The seed's loss for one sample, ``L = Σ −log p`` over its tokens, in nats."""
+    return -sum(t.logp for t in tokens)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One SFT step on one sample: the token probabilities and the loss before and after it."""
+
+    before: tuple[TokenProb, ...]
+    after: tuple[TokenProb, ...]
+    loss_before: float  # Σ −log p before the step (nats)
+    loss_after: float  # the same after the step
+    lr: float  # the step size used
+    grad_norm: float  # gradient length before clipping (then clipped to max_grad_norm, as in training)
+    skipped: bool = False  # True: the loss or gradient was not finite, the weights did not move
+    note: str = ""
+
+    @property
+    def delta_logp(self) -> list[float]:
+        """Per token: log p after − log p before (> 0: the step made that token more likely)."""
+        return [a.logp - b.logp for b, a in zip(self.before, self.after)]
+
+    def sentence(self) -> str:
+        if self.skipped:
+            return f"The step was skipped ({self.note}); nothing changed."
+        n = max(len(self.before), 1)
+        return (f"One step with lr={self.lr:g}: L went from {self.loss_before:.3f} to "
+                f"{self.loss_after:.3f} nats ({self.loss_before / n:.3f} → "
+                f"{self.loss_after / n:.3f} per token).")
+
+
+@dataclass(frozen=True)
+class DPOReport:
+    """One DPO step on one pair. Rewards are β (log π − log π_ref) of each answer."""
+
+    loss_before: float  # −log σ(margin), before the step
+    loss_after: float
+    chosen_reward_before: float
+    chosen_reward_after: float
+    rejected_reward_before: float
+    rejected_reward_after: float
+    lr: float
+    beta: float  # strength of the pull towards the base model
+    grad_norm: float
+    skipped: bool = False
+    note: str = ""
+
+    @property
+    def margin_before(self) -> float:
+        """Chosen reward − rejected reward before the step (> 0: the model prefers the chosen)."""
+        return self.chosen_reward_before - self.rejected_reward_before
+
+    @property
+    def margin_after(self) -> float:
+        return self.chosen_reward_after - self.rejected_reward_after
+
+    def sentence(self) -> str:
+        return (f"One DPO step with lr={self.lr:g}, beta={self.beta:g}: reward margin "
+                f"{self.margin_before:+.4f} → {self.margin_after:+.4f}, loss "
+                f"{self.loss_before:.4f} → {self.loss_after:.4f}.")
+
+
+@dataclass(frozen=True)
+class KTOView:
+    """What KTO makes of one judged answer, without changing anything."""
+
+    desirable: bool  # thumbs up (True) or thumbs down (False)
+    policy_logp: float  # log π(y|x): the model with its adapter
+    reference_logp: float  # log π_ref(y|x): the base model (adapter off)
+    reward: float  # β (log π − log π_ref)
+    kl: float  # the reference point z₀ (a batch of one: its own log-ratio, clipped at 0)
+    loss: float  # this answer's term: 1 − σ(β(z₀ − r)) for a thumbs-down, 1 − σ(β(r − z₀)) for up
+    dloss_dlogp: float  # ∂loss/∂log π(y|x): > 0 means a step lowers this answer's probability
+    beta: float
+
+    def sentence(self) -> str:
+        way = "lowers" if self.dloss_dlogp > 0 else "raises"
+        kind = "thumbs-up" if self.desirable else "thumbs-down"
+        return (f"KTO on a {kind}: reward {self.reward:+.4f}, reference point z0 = {self.kl:.4f}, "
+                f"loss term {self.loss:.4f}; dL/dlog p = {self.dloss_dlogp:+.4f}, so a step "
+                f"{way} the probability of this answer.")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def sample_tokens(session, sample) -> tuple[str, list[int]]:
+    """The prompt and completion token ids of a stored sample, exactly as training builds them.
+
+    ``sample`` is a :class:`~lf_widgets.session.Sample` or a sample id. The ids are the stored
+    generated ones; imported text is tokenized the way ``data.build_examples`` does it.
+    """
+    sample_id = int(getattr(sample, "sample_id", sample))
+    rows = {int(r.sample_id): r for r in session.store.samples().itertuples(index=False)
+            if int(r.sample_id) == sample_id}
+    if not rows:
+        raise KeyError(f"no sample {sample_id} in {session.store.path}")
+    builder = _data._Builder(session.tokenizer, rows, 10**9, "truncate", _data.TrainingData())
+    return builder.prompt(sample_id), list(builder.sample(sample_id).ids)
+
+
+def _pad_id(session) -> int:
+    pad = session.tokenizer.pad_token_id
+    return session.tokenizer.eos_token_id if pad is None else pad
+
+
+def _device(session) -> torch.device:
+    return next(session.model.parameters()).device
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _prepare(session, config: TrainConfig) -> _ReferenceCache:
+    """Attach the LoRA adapter if there is none (it starts at zero: nothing changes yet)."""
+    run = getattr(session, "_run", None)
+    if run is not None and not run.done:
+        raise RuntimeError("a training run is going: wait for it or stop_training() first")
+    session.model = wrap_lora(session.model, config)
+    session.model.eval()
+    if session._reference_cache is None:  # shared with training: the base never changes
+        session._reference_cache = _ReferenceCache()
+    return session._reference_cache
+
+
+def _one_step(session, step_fn, examples, config: TrainConfig, cache):
+    """The body of ``TrainingRun._loop`` for one batch: forward, then the trainer's update."""
+    model, device = session.model, _device(session)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _OPTIMIZERS[config.optimizer](params, config.lr)
+    model.train()
+    try:
+        with _autocast(device):
+            loss, _, extras = step_fn(model, examples, _pad_id(session), device, cache, config)
+        skipped, note, norm = apply_update(loss, params, optimizer, config.max_grad_norm)
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        model.eval()
+    if not skipped:
+        session.adapter_step = (session.adapter_step or 0) + 1
+    return loss.item(), extras, norm, note
+
+
+# -- the verbs ------------------------------------------------------------------------------------
+def token_probabilities(session, prompt: str, completion_ids: Sequence[int]) -> list[TokenProb]:
+    """P(token | prompt, earlier tokens) for each completion token, with the adapter on if any.
+
+    Runs under the session's model lock, in eval mode, without gradients. The log-probs sum to
+    what ``losses.sequence_logps`` gives for the same sequence (the trainer's ``log π(y|x)``).
+    """
+    tok = session.tokenizer
+    prompt_ids = chat_prompt_ids(tok, prompt)
+    batch = _to(_data.collate_sft([_sft_example(prompt, prompt_ids, completion_ids)], _pad_id(session)),
+                _device(session))
+    n_prompt = len(prompt_ids)
+    with session.model_lock, torch.no_grad():
+        session.model.eval()
+        logits = session.model(input_ids=batch["input_ids"],
+                               attention_mask=batch["attention_mask"]).logits  # (1, T, V)
+        # position t predicts token t + 1: the completion's tokens are predicted from n_prompt − 1 on
+        logps = selective_logps(logits[:, n_prompt - 1:-1].float(),
+                                batch["input_ids"][:, n_prompt:])[0].tolist()  # (n,)
+    ids = [int(t) for t in completion_ids]
+    return [TokenProb(text, i, math.exp(lp), lp) for text, i, lp in zip(_token_texts(tok, ids), ids, logps)]
+
+
+def sft_step_on(session, prompt: str, completion_ids: Sequence[int], *, lr: float = TEACHING_LR,
+                optimizer: str = "sgd", **options) -> StepReport:
+    """Exactly one SFT optimizer step on one sample; the probabilities before and after.
+
+    The step is the trainer's (``_sft_step``: token-mean ``sft_loss``, gradient clipped to
+    ``max_grad_norm``) on a batch of this one example, with a fresh ``optimizer`` at ``lr``.
+    ``options`` go to :class:`~lf_widgets.trainer.TrainConfig` (``lora_r``, ``max_grad_norm`` …).
+    """
+    config = TrainConfig(objective="sft", lr=lr, optimizer=optimizer, **options)
+    example = _sft_example(prompt, chat_prompt_ids(session.tokenizer, prompt), completion_ids)
+    with session.model_lock:
+        cache = _prepare(session, config)
+        before = token_probabilities(session, prompt, completion_ids)
+        _, _, norm, note = _one_step(session, _sft_step, [example], config, cache)
+        after = token_probabilities(session, prompt, completion_ids)
+    return StepReport(tuple(before), tuple(after), loss_of(before), loss_of(after), lr, norm,
+                      bool(note), note)
+
+
+def dpo_step_on(session, prompt: str, chosen_ids: Sequence[int], rejected_ids: Sequence[int], *,
+                lr: float = TEACHING_LR, beta: float = 0.1, optimizer: str = "sgd",
+                **options) -> DPOReport:
+    """Exactly one DPO step on one pair (chosen ≻ rejected): rewards and margin before and after."""
+    config = TrainConfig(objective="dpo", lr=lr, beta=beta, optimizer=optimizer, **options)
+    pair = _data.PairExample(prompt, chat_prompt_ids(session.tokenizer, prompt), chosen_ids,
+                             rejected_ids, None, -1, "preference")  # ids unused: no stored pair
+    with session.model_lock:
+        cache = _prepare(session, config)
+        loss, before, norm, note = _one_step(session, _dpo_step, [pair], config, cache)
+        with torch.no_grad(), _autocast(_device(session)):  # the same numbers, after the step
+            loss_after, _, after = _dpo_step(session.model, [pair], _pad_id(session),
+                                             _device(session), cache, config)
+    return DPOReport(loss, loss_after.item(), before["chosen_reward"], after["chosen_reward"],
+                     before["rejected_reward"], after["rejected_reward"], lr, beta, norm,
+                     bool(note), note)
+
+
+def kto_view(session, prompt: str, completion_ids: Sequence[int], *, desirable: bool = False,
+             beta: float = 0.1, kl: float | None = None) -> KTOView:
+    """What KTO would do with this answer judged good or bad (default: a thumbs-down); no step.
+
+    ``kl`` sets the reference point z₀; None estimates it as training does for a batch of this
+    one example (its own log-ratio, clipped at 0).
+    """
+    example = _data.KTOExample(prompt, chat_prompt_ids(session.tokenizer, prompt), completion_ids,
+                               desirable, -1)
+    with session.model_lock:
+        cache = _prepare(session, TrainConfig(objective="kto", beta=beta))
+        batch = _to(_data.collate_kto([example], _pad_id(session)), _device(session))
+        ref = cache.get(session.model, batch, [example.key]).cpu()  # (1,)
+        with torch.no_grad():
+            policy, _ = _forward_logps(session.model, batch)  # (1,) adapter on
+    policy = policy.cpu().requires_grad_()  # a leaf, to read ∂loss/∂log π
+    # z₀ from mismatched rows: a batch of one has none, so training uses its own row (collate_kto)
+    kl_rows = (policy.detach(), ref) if kl is None else (torch.tensor([float(kl)]), torch.zeros(1))
+    empty = policy.new_zeros(0)
+    good, bad = (policy, empty) if desirable else (empty, policy)
+    ref_good, ref_bad = (ref, empty) if desirable else (empty, ref)
+    out = kto_loss(good, bad, ref_good, ref_bad, *kl_rows, beta=beta)
+    out.losses.sum().backward()
+    reward = (out.chosen_rewards if desirable else out.rejected_rewards).item()
+    return KTOView(desirable, policy.item(), ref.item(), reward, out.kl.item(), out.losses.item(),
+                   policy.grad.item(), beta)
+
+
+class SampleStepper:
+    """The kernel side of :class:`~lf_widgets.panels.stepper.StepperPanel`: one session, one sample.
+
+    The panel imports no torch; it calls :meth:`probabilities` and :meth:`step` of this object.
+    """
+
+    def __init__(self, session, sample, *, lr: float = TEACHING_LR, **options):
+        self.session, self.lr, self.options = session, lr, options
+        self.prompt, self.completion_ids = sample_tokens(session, sample)
+
+    def probabilities(self) -> list[TokenProb]:
+        return token_probabilities(self.session, self.prompt, self.completion_ids)
+
+    def step(self) -> StepReport:
+        return sft_step_on(self.session, self.prompt, self.completion_ids, lr=self.lr, **self.options)
+
+
+def _sft_example(prompt: str, prompt_ids, completion_ids) -> _data.SFTExample:
+    if not len(completion_ids):
+        raise ValueError("the completion has no tokens: there is nothing to score")
+    return _data.SFTExample(prompt, prompt_ids, completion_ids, -1, "rating")  # -1: not a stored sample
+
+
+def _token_texts(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's text. A character split over several byte tokens shows whole on its last
+    token (the others get ""), instead of as several "\ufffd"; invalid bytes still show as "\ufffd"."""
+    texts, pending = [], []
+    for i, token_id in enumerate(ids):
+        pending.append(token_id)
+        text = tokenizer.decode(pending, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if "\ufffd" in text and len(pending) < 4 and i + 1 < len(ids):  # UTF-8: ≤ 4 bytes a character
+            texts.append("")
+            continue
+        texts.append(text)
+        pending = []
+    return texts
