@@ -488,6 +488,17 @@ class Session:
                              f"got {kind!r}")
         return _io.export_feedback(self.feedback, kind, path)
 
+    def export_training_job(self, folder: str | os.PathLike, objective: str = "sft", *,
+                            model: str | None = None, **options):
+        """Write a TRL LoRA training job for the feedback into ``folder`` (data.jsonl,
+        config.yaml, train.py, command.txt, README.txt), for a bigger machine or several
+        processes. Run ``job.command`` inside ``job.folder``; load the result with
+        ``Session(adapter=job.adapter_path)``. See :func:`lf_widgets.handoff.export_training_job`.
+        """
+        from .handoff import export_training_job
+
+        return export_training_job(self, folder, objective=objective, model=model, **options)
+
     def to_dataset(self, kind: str, **options):
         """Training records of ``kind`` (see :meth:`export`) as a ``datasets.Dataset``."""
         from . import exports as _exports
