@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 # that users with a GPU keep their own torch. Override: make demo TORCH=torch
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# JupyterLab refuses to start as root (containers, CI machines) unless told it is fine.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: demo test venv model lab bench clean
 
@@ -24,7 +26,7 @@ model: venv
 	$(BIN)/lf-widgets prepare-model
 
 demo: model
-	$(BIN)/jupyter lab notebooks/01_quickstart.ipynb
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/01_quickstart.ipynb
 
 test: venv
 	$(BIN)/python -m pytest
