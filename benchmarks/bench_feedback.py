@@ -39,15 +39,22 @@ def bench_clicks(clicks: int, folder: Path) -> dict:
     session = lfw.Session("tiny", store=folder / "clicks.sqlite", annotator="bench")
     session.generate(PROMPTS, n=4, max_new_tokens=4, progress=False)
     panel = session.rate(display=False)
+    result = click_latencies(panel, clicks)
+    stored = len(session.store.events())
+    session.close()
+    assert stored == clicks, f"only {stored} of {clicks} clicks were stored"
+    return result
+
+
+def click_latencies(panel, clicks: int, pause_s: float = 0.0) -> dict:
+    """Click the panel's real rating buttons; time each click until it returns (= committed)."""
     latencies = []
     for i in range(clicks):
         button = panel._card_widgets[i % 4].stars[i % 5]
         t0 = time.perf_counter()
         button.click()
         latencies.append((time.perf_counter() - t0) * 1000)
-    stored = len(session.store.events())
-    session.close()
-    assert stored == clicks, f"only {stored} of {clicks} clicks were stored"
+        time.sleep(pause_s)
     return {"median_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99),
             "max_ms": max(latencies)}
 
@@ -63,18 +70,11 @@ def bench_clicks_while_training(model_name: str, clicks: int, folder: Path) -> d
     run = session.train("dpo", steps=10_000, lr=1e-4, checkpoint_every=0)
     while not run.metrics:  # clicks must land while steps are really running
         time.sleep(0.05)
-    latencies = []
-    for i in range(clicks):
-        button = panel._card_widgets[i % 4].stars[i % 5]
-        t0 = time.perf_counter()
-        button.click()
-        latencies.append((time.perf_counter() - t0) * 1000)
-        time.sleep(0.02)
-    steps = len(run.metrics)
+    result = click_latencies(panel, clicks, pause_s=0.02)
+    result["steps"] = len(run.metrics)
     session.stop_training()
     session.close()
-    return {"median_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99),
-            "max_ms": max(latencies), "steps": steps}
+    return result
 
 
 def bench_generate(model_name: str, rounds: int, folder: Path, n: int = 4, max_new_tokens: int = 32):
