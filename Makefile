@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # JupyterLab refuses to start as root (containers, CI machines) unless told it is fine.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo test venv model lab bench clean
+.PHONY: demo test venv model bench binder-check clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,12 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_feedback.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_notebooks.py
+
+# Rehearse a mybinder.org build: fresh venv from binder/ alone, postBuild, every notebook (7-23 min).
+binder-check:
+	bash binder/check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -33,6 +33,11 @@ class ABTestPanel(PairPanel):
         self._results = widgets.VBox()
         self.children = (*self.children, self._reveal_button, self._results)
 
+    @property
+    def test_id(self) -> str:
+        """The id of this test in the log (``session.ab_results(panel.test_id)``)."""
+        return self._test.test_id
+
     def _record(self, index: int, choice: str, reason: str | None):
         return self._session.record_ab_vote(self._test, index, choice, reason=reason)
 
