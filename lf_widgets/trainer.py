@@ -133,9 +133,15 @@ def load_adapter(model, path: str | os.PathLike):
 
 # -- one step ---------------------------------------------------------------------------------------
 def _forward_logps(model, batch: dict, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    labels = batch[f"{prefix}labels"]  # (B, T), -100 on prompt and padding
+    scored = (labels != -100).any(dim=0).nonzero()
+    # Logits only from the position before the first completion token on: the vocabulary
+    # projection and its log-softmax are most of a step's memory, and the prompt needs neither.
+    keep = labels.shape[1] - int(scored[0]) + 1 if len(scored) else 1
     logits = model(input_ids=batch[f"{prefix}input_ids"],
-                   attention_mask=batch[f"{prefix}attention_mask"]).logits  # (B, T, V)
-    return sequence_logps(logits, batch[f"{prefix}labels"])  # (B,), (B,)
+                   attention_mask=batch[f"{prefix}attention_mask"],
+                   logits_to_keep=keep).logits  # (B, keep, V)
+    return sequence_logps(logits, labels[:, -keep:])  # (B,), (B,)
 
 
 class _ReferenceCache:

@@ -1,6 +1,7 @@
 """Background LoRA training on the tiny model: what moves, what must not, and steering."""
 
 import math
+import threading
 import time
 
 import pytest
@@ -43,10 +44,13 @@ def logp_of(session, prompt_ids, completion_ids):
 def test_train_returns_at_once_and_lora_moves_but_base_does_not(fresh):
     rated(fresh)
     base_before = {n: p.clone() for n, p in fresh.model.named_parameters()}
-    t0 = time.perf_counter()
+    gate = threading.Event()
+    fresh.on("train_state", lambda st: gate.wait(30) if st.state == "running" else None)
     run = fresh.train(steps=4, lr=1e-2)
-    returned = time.perf_counter() - t0
-    assert returned < 1.0, f"train() took {returned:.2f} s to return"
+    # train() returned while the worker is still held before its first step: the work is in
+    # the thread (return latency under load is measured in benchmarks/bench_feedback.py)
+    assert run.state in ("starting", "running") and not run.metrics
+    gate.set()
     run.wait(60)
     assert run.state == "done" and len(run.metrics) == 4
     assert isinstance(fresh.model, PeftModel)
@@ -259,3 +263,21 @@ def test_feedback_given_during_training_joins_the_pool(fresh):
     fresh.stop_training()
     assert run.metrics[-1].examples == 2
 
+
+
+def test_logits_only_where_scored_give_the_same_logps():
+    from lf_widgets.losses import sequence_logps
+    from lf_widgets.trainer import _forward_logps
+
+    model, _ = tiny_model(seed=0)
+    ids = torch.randint(5, 300, (3, 20), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[2, 15:] = 0
+    labels = ids.clone()
+    labels[:, :8] = -100
+    labels[1, :11] = -100
+    labels[2, 15:] = -100
+    with torch.no_grad():
+        ours, n = _forward_logps(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+        want, n_want = sequence_logps(model(input_ids=ids, attention_mask=mask).logits, labels)
+    assert torch.allclose(ours, want, atol=1e-5) and n.tolist() == n_want.tolist() == [12, 9, 7]
