@@ -31,7 +31,15 @@ How each side is timed
   reference cached; KTO: the matched rows cached, the mismatched KL rows depend on the batch).
 * MFU counts 4·N·T FLOPs for a LoRA forward+backward over T tokens (N = base-model parameters),
   plus 2·N·T for every no-grad forward (KTO's KL rows, reference rows on a cache miss); the peak
-  is the best of a few large ``torch.mm`` in the training dtype, measured before and after.
+  is the best of large ``torch.mm`` in the training dtype, timed at the start, before every
+  segment and at the end (their median shows how busy the machine was).
+* CPU-time columns (CPU only) repeat the medians with process CPU seconds instead of wall seconds:
+  less sensitive to other processes' load, though not immune. Our steps run in the trainer's
+  worker thread and use fewer CPU-seconds per wall-second than TRL's (main thread), so this
+  column also shows what a fix of the worker-thread slowdown could gain.
+* On CUDA our steps are timed by the trainer without a final synchronize (its ``.item()`` calls
+  synchronize inside the step; only the small LoRA optimizer update may spill into the next step);
+  TRL's callback synchronizes.
 
 Usage
 -----
@@ -40,6 +48,7 @@ Usage
     python benchmarks/bench_train.py --quick               # tiny model, seconds: a smoke test
     python benchmarks/bench_train.py --device cuda         # bf16, on a GPU machine
     python benchmarks/bench_train.py --profile             # + torch.profiler tables of our steps
+    python benchmarks/bench_train.py --patch               # + ours with logits_to_keep (a proposal)
 """
 
 from __future__ import annotations
@@ -743,7 +752,8 @@ def print_table(results: dict, peaks: list[tuple[float, float]], args, device) -
         print(f"{obj.upper()}: " + "; ".join(notes))
     if device.type == "cpu":
         print("CPU-time ratio / MFU by CPU time: the same medians with process CPU seconds instead of "
-              "wall seconds; they hold when other processes load the machine (wall-clock figures do not).")
+              "wall seconds (less sensitive to other processes' load; our steps run in the trainer's "
+              "worker thread and use fewer CPU-s per wall-s than TRL's).")
     if args.quick:
         print("(--quick: tiny random model and very few steps; the figures mean nothing, the run "
               "checks that the benchmark works)")
