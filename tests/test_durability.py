@@ -19,7 +19,9 @@ CHILD = textwrap.dedent("""
     i = 0
     while True:
         event = store.record(ids[i % 20], "rating", 1 + i % 5, "child")
-        print(event.id, event.value, flush=True)  # "saved" is reported only after the commit
+        # "saved" is reported only after the commit, as one write of one whole line
+        sys.stdout.write(f"{event.id} {event.value}\\n")
+        sys.stdout.flush()
         i += 1
 """)
 
@@ -40,7 +42,10 @@ def test_sigkill_at_random_moment_loses_no_saved_rating(tmp_path):
         child.wait(timeout=30)
         reported += child.stdout.readlines()  # lines the child printed before it died
         assert time.monotonic() < deadline
-        saved = {int(line.split()[0]): int(line.split()[1]) for line in reported if line.strip()}
+        # A line the kill cut short was never fully reported, so it does not count as "shown saved".
+        whole = [line.split() for line in reported if line.endswith("\n")]
+        assert all(len(parts) == 2 for parts in whole), reported
+        saved = {int(event_id): int(value) for event_id, value in whole}
         assert len(saved) >= 1
 
         with FeedbackStore(path) as store:
