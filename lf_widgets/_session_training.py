@@ -36,7 +36,7 @@ class TrainingVerbs:
             "auto" picks what the feedback supports and says why (``run.reason``).
         steps, lr, batch_size, optimizer
             See :class:`lf_widgets.trainer.TrainConfig`, which also takes ``**options``
-            (beta, lora_r, lora_alpha, max_length, checkpoint_every, seed, …).
+            (beta, pass_tokens, lora_r, lora_alpha, max_length, checkpoint_every, seed, …).
 
         Returns
         -------

@@ -194,8 +194,9 @@ def kto_kl_estimate(policy_kl_logps: Tensor, ref_kl_logps: Tensor) -> Tensor:
 
 def kto_loss(
     policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,
-    policy_kl: Tensor, ref_kl: Tensor,
+    policy_kl: Tensor | None, ref_kl: Tensor | None,
     beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
+    kl: Tensor | None = None,
 ) -> KTOOutput:
     """Kahneman–Tversky Optimization loss for unpaired good (chosen) and bad (rejected) completions.
 
@@ -214,8 +215,15 @@ def kto_loss(
         Log-probs of mismatched prompt/completion pairs, for the KL estimate.
     desirable_weight, undesirable_weight : float
         λ_D and λ_U; raise the rarer kind so that λ_D·Nc / (λ_U·Nr) lies in about [1, 4/3].
+    kl : Tensor, shape (), optional
+        A z₀ computed beforehand (the trainer estimates it once for a batch it then splits into
+        passes); `policy_kl` and `ref_kl` are then unused and may be None.
     """
-    kl = kto_kl_estimate(policy_kl, ref_kl)
+    if kl is None:
+        if policy_kl is None or ref_kl is None:
+            raise ValueError("kto_loss needs policy_kl and ref_kl, or a precomputed kl")
+        kl = kto_kl_estimate(policy_kl, ref_kl)
+    kl = kl.detach()
     chosen_ratio = policy_chosen - ref_chosen.detach()  # (Nc,)
     rejected_ratio = policy_rejected - ref_rejected.detach()  # (Nr,)
     chosen_losses = 1 - torch.sigmoid(beta * (chosen_ratio - kl))  # (Nc,)

@@ -2,7 +2,7 @@
 
 The teaching view of training ("here is the loss, here is one step, see the probability of the
 good answer go up"). Every number comes from the code the trainer runs: the same chat prompt
-ids and collation (``data``), the same step functions (``trainer._sft_step``, ``_dpo_step``), the
+ids and collation (``data``), the same step (``trainer.train_step``), the
 same losses (``losses``), the same LoRA adapter (``trainer.wrap_lora``), the same reference cache
 and the same model lock. What differs: a batch of one example, a fresh optimizer for each step,
 and a larger learning rate, so that one step visibly moves the numbers.
@@ -22,7 +22,7 @@ import torch
 from . import data as _data
 from .generation import chat_prompt_ids
 from .losses import kto_loss, selective_logps
-from .trainer import (_OPTIMIZERS, TrainConfig, apply_update, _dpo_step, _forward_logps, _ReferenceCache, _sft_step,
+from .trainer import (_OPTIMIZERS, TrainConfig, train_step, _forward_logps, _ReferenceCache,
                       _to, wrap_lora)
 
 __all__ = ["TokenProb", "StepReport", "DPOReport", "KTOView", "SampleStepper", "TEACHING_LR",
@@ -153,10 +153,6 @@ def _device(session) -> torch.device:
     return next(session.model.parameters()).device
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _prepare(session, config: TrainConfig) -> _ReferenceCache:
     """Attach the LoRA adapter if there is none (it starts at zero: nothing changes yet)."""
     run = getattr(session, "_run", None)
@@ -169,22 +165,21 @@ def _prepare(session, config: TrainConfig) -> _ReferenceCache:
     return session._reference_cache
 
 
-def _one_step(session, step_fn, examples, config: TrainConfig, cache):
-    """The body of ``TrainingRun._loop`` for one batch: forward, then the trainer's update."""
+def _one_step(session, objective: str, examples, config: TrainConfig, cache):
+    """The body of ``TrainingRun._loop`` for one batch: the trainer's own ``train_step``."""
     model, device = session.model, _device(session)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _OPTIMIZERS[config.optimizer](params, config.lr)
     model.train()
     try:
-        with _autocast(device):
-            loss, _, extras = step_fn(model, examples, _pad_id(session), device, cache, config)
-        skipped, note, norm = apply_update(loss, params, optimizer, config.max_grad_norm)
+        result = train_step(model, objective, examples, pad_id=_pad_id(session), device=device,
+                            cache=cache, config=config, params=params, optimizer=optimizer)
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()
-    if not skipped:
+    if not result.skipped:
         session.adapter_step = (session.adapter_step or 0) + 1
-    return loss.item(), extras, norm, note
+    return result
 
 
 # -- the verbs ------------------------------------------------------------------------------------
@@ -214,7 +209,7 @@ def sft_step_on(session, prompt: str, completion_ids: Sequence[int], *, lr: floa
                 optimizer: str = "sgd", **options) -> StepReport:
     """Exactly one SFT optimizer step on one sample; the probabilities before and after.
 
-    The step is the trainer's (``_sft_step``: token-mean ``sft_loss``, gradient clipped to
+    The step is the trainer's (``train_step``: token-mean ``sft_loss``, gradient clipped to
     ``max_grad_norm``) on a batch of this one example, with a fresh ``optimizer`` at ``lr``.
     ``options`` go to :class:`~lf_widgets.trainer.TrainConfig` (``lora_r``, ``max_grad_norm`` …).
     """
@@ -223,10 +218,10 @@ def sft_step_on(session, prompt: str, completion_ids: Sequence[int], *, lr: floa
     with session.model_lock:
         cache = _prepare(session, config)
         before = token_probabilities(session, prompt, completion_ids)
-        _, _, norm, note = _one_step(session, _sft_step, [example], config, cache)
+        result = _one_step(session, "sft", [example], config, cache)
         after = token_probabilities(session, prompt, completion_ids)
-    return StepReport(tuple(before), tuple(after), loss_of(before), loss_of(after), lr, norm,
-                      bool(note), note)
+    return StepReport(tuple(before), tuple(after), loss_of(before), loss_of(after), lr,
+                      result.grad_norm, result.skipped, result.note)
 
 
 def dpo_step_on(session, prompt: str, chosen_ids: Sequence[int], rejected_ids: Sequence[int], *,
@@ -238,13 +233,14 @@ def dpo_step_on(session, prompt: str, chosen_ids: Sequence[int], rejected_ids: S
                              rejected_ids, None, -1, "preference")  # ids unused: no stored pair
     with session.model_lock:
         cache = _prepare(session, config)
-        loss, before, norm, note = _one_step(session, _dpo_step, [pair], config, cache)
-        with torch.no_grad(), _autocast(_device(session)):  # the same numbers, after the step
-            loss_after, _, after = _dpo_step(session.model, [pair], _pad_id(session),
-                                             _device(session), cache, config)
-    return DPOReport(loss, loss_after.item(), before["chosen_reward"], after["chosen_reward"],
-                     before["rejected_reward"], after["rejected_reward"], lr, beta, norm,
-                     bool(note), note)
+        result = _one_step(session, "dpo", [pair], config, cache)
+        before = result.extras
+        # the same numbers after the step: train_step without an optimizer only measures
+        after = train_step(session.model, "dpo", [pair], pad_id=_pad_id(session),
+                           device=_device(session), cache=cache, config=config)
+    return DPOReport(result.loss, after.loss, before["chosen_reward"], after.extras["chosen_reward"],
+                     before["rejected_reward"], after.extras["rejected_reward"], lr, beta,
+                     result.grad_norm, result.skipped, result.note)
 
 
 def kto_view(session, prompt: str, completion_ids: Sequence[int], *, desirable: bool = False,

@@ -12,6 +12,7 @@ them every step; that forward pass is ~25 % of a DPO step on CPU.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -23,18 +24,28 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from . import batching as _batching, data as _data
+from ._memory import memory_limit
 from .data import TrainingData, build_examples, choose_objective, length_batches, split_holdout
-from .losses import dpo_loss, kto_loss, sequence_logps, sft_loss
+from .losses import dpo_loss, kto_kl_estimate, kto_loss, sequence_logps, sft_loss
 from .metrics import StepMetrics, TrainState
 
-__all__ = ["TrainConfig", "TrainingRun", "prepare_run", "wrap_lora", "save_adapter",
-           "load_adapter", "apply_update", "ADAPTER_META"]
+__all__ = ["TrainConfig", "TrainingRun", "StepResult", "prepare_run", "train_step", "split_passes",
+           "pass_tokens", "wrap_lora", "save_adapter", "load_adapter", "ADAPTER_META",
+           "CPU_PASS_TOKENS", "SMALL_MEMORY"]
 
 ADAPTER_META = "lf_widgets.json"  # written beside PEFT's files: step, objective, run id
+# Padded tokens per forward/backward pass when TrainConfig.pass_tokens is None and the process
+# may use at most SMALL_MEMORY (a CPU Binder kernel: 2 GB). A CPU step's memory is mostly
+# activations, ~3 MB a token at its peak for the 135M model in fp32; 256 keeps the quickstart
+# under 2 GB. Small passes cost speed (each re-reads every weight: DPO −38 % on 2 cores,
+# benchmarks/README.md), so with more memory a batch runs in one pass.
+CPU_PASS_TOKENS = 256
+SMALL_MEMORY = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,10 @@ class TrainConfig:
     steps: int = 20  # optimizer steps in this run; a CPU step on the default model is ~1-4 s
     lr: float = 2e-4  # LoRA tolerates ~10x the full fine-tuning rate
     batch_size: int = 4  # examples (DPO: pairs) per step
+    pass_tokens: int | None = None  # padded tokens per forward/backward pass; a batch over it runs
+    # in several passes whose gradients add up to the same update (less memory, a bit slower).
+    # None: CPU_PASS_TOKENS on a CPU with at most SMALL_MEMORY for the process (Binder), else the
+    # whole batch at once; 0: always the whole batch
     optimizer: str = "adamw"  # "adamw", "rmsprop" or "sgd"
     beta: float = 0.1  # DPO / KTO: strength of the pull towards the base model
     max_grad_norm: float = 1.0  # gradient clipping; keeps a few odd examples from wrecking the adapter
@@ -66,6 +81,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "lora_r", "refresh_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.pass_tokens is not None and self.pass_tokens < 0:
+            raise ValueError(f"pass_tokens must be None, 0 or positive, got {self.pass_tokens}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if not self.lr > 0:
@@ -169,15 +186,25 @@ class _ReferenceCache:
         return torch.tensor([self.values[k] for k in keys], dtype=torch.float32, device=device)
 
 
-def _sft_step(model, examples, pad_id, device, cache, config):
+class _Pass(NamedTuple):
+    """What one forward pass over part of a step's batch gives the step."""
+
+    loss_sum: torch.Tensor  # () the summed loss of these examples (SFT: over their tokens)
+    count: int  # what the step's loss is averaged over: examples, or (SFT) completion tokens
+    tokens: int  # attention tokens in the pass, for throughput figures
+    stats: dict[str, torch.Tensor]  # per-example values (detached), averaged over the step
+
+
+def _sft_pass(model, examples, pad_id, device, cache, config, kl=None) -> _Pass:
     batch = _to(_batching.collate_sft(examples, pad_id), device)
     logps, n_tokens = _forward_logps(model, batch)
-    loss = sft_loss(logps, n_tokens)
-    target_logp = (logps.detach() / n_tokens.clamp(min=1)).mean().item()  # per token
-    return loss, int(batch["attention_mask"].sum()), {"target_logp": target_logp}
+    # the sum of sft_loss(reduction="token_mean") over passes, before the step divides by all tokens
+    return _Pass(sft_loss(logps, n_tokens, reduction="sum"), int(n_tokens.sum()),
+                 int(batch["attention_mask"].sum()),
+                 {"target_logp": logps.detach() / n_tokens.clamp(min=1)})  # per token
 
 
-def _dpo_step(model, examples, pad_id, device, cache, config):
+def _dpo_pass(model, examples, pad_id, device, cache, config, kl=None) -> _Pass:
     batch = _to(_batching.collate_pairs(examples, pad_id), device)  # 2B rows: chosen, then rejected
     b = len(examples)
     keys = [_data.sequence_key(e.prompt_ids, e.chosen_ids) for e in examples] + \
@@ -185,49 +212,162 @@ def _dpo_step(model, examples, pad_id, device, cache, config):
     ref = cache.get(model, batch, keys)  # (2B,)
     logps, _ = _forward_logps(model, batch)  # (2B,)
     out = dpo_loss(logps[:b], logps[b:], ref[:b], ref[b:], beta=config.beta)
-    extras = {"reward_margin": out.margins.mean().item(), "pair_accuracy": out.accuracies.mean().item(),
-              "chosen_reward": out.chosen_rewards.mean().item(),
-              "rejected_reward": out.rejected_rewards.mean().item()}
-    return out.losses.mean(), int(batch["attention_mask"].sum()), extras
+    return _Pass(out.losses.sum(), b, int(batch["attention_mask"].sum()),
+                 {"reward_margin": out.margins, "pair_accuracy": out.accuracies,
+                  "chosen_reward": out.chosen_rewards, "rejected_reward": out.rejected_rewards})
 
 
-def _kto_step(model, examples, pad_id, device, cache, config):
+def _kto_kl(model, examples, pad_id, device, cache) -> torch.Tensor:
+    """KTO's reference point z₀ for the whole step's batch (mismatched rows, no gradient).
+
+    Computed once per step, before the passes, so that splitting the batch changes nothing.
+    """
     batch = _to(_batching.collate_kto(examples, pad_id), device)
-    good = batch["desirable"]  # (B,) bool
-    keys = [e.key for e in examples]
     kl_keys = [_data.sequence_key(e.prompt_ids, examples[(i + 1) % len(examples)].completion_ids)
                for i, e in enumerate(examples)]  # the same rotation as collate_kto
-    ref = cache.get(model, batch, keys)
     ref_kl = cache.get(model, batch, kl_keys, prefix="kl_")
-    logps, _ = _forward_logps(model, batch)
     with torch.no_grad():  # the KL estimate is a baseline, not a training signal (as in TRL)
         policy_kl, _ = _forward_logps(model, batch, prefix="kl_")
-    out = kto_loss(logps[good], logps[~good], ref[good], ref[~good], policy_kl, ref_kl, beta=config.beta)
-    extras = {"kl": out.kl.item()}
+    return kto_kl_estimate(policy_kl, ref_kl)
+
+
+def _kto_pass(model, examples, pad_id, device, cache, config, kl=None) -> _Pass:
+    batch = _to(_batching.collate_sft(examples, pad_id), device)
+    good = torch.tensor([e.desirable for e in examples], dtype=torch.bool, device=device)  # (B,)
+    ref = cache.get(model, batch, [e.key for e in examples])
+    logps, _ = _forward_logps(model, batch)
+    out = kto_loss(logps[good], logps[~good], ref[good], ref[~good], None, None, beta=config.beta,
+                   kl=kl)  # z₀ of the whole batch, not of this pass
+    stats = {"kl": kl.expand(len(examples))}
     if out.chosen_rewards.numel():
-        extras["desirable_reward"] = out.chosen_rewards.mean().item()
+        stats["desirable_reward"] = out.chosen_rewards
     if out.rejected_rewards.numel():
-        extras["undesirable_reward"] = out.rejected_rewards.mean().item()
-    return out.losses.mean(), int(batch["attention_mask"].sum()), extras
+        stats["undesirable_reward"] = out.rejected_rewards
+    return _Pass(out.losses.sum(), len(examples), int(batch["attention_mask"].sum()), stats)
 
 
-_STEPS = {"sft": (_sft_step, "sft"), "dpo": (_dpo_step, "pairs"), "kto": (_kto_step, "kto")}
+_PASSES = {"sft": (_sft_pass, "sft"), "dpo": (_dpo_pass, "pairs"), "kto": (_kto_pass, "kto")}
 
 
-def apply_update(loss: torch.Tensor, params, optimizer, max_grad_norm: float
-                 ) -> tuple[bool, str, float]:
-    """Backward, clip, step — or skip the update when the loss or gradient is not finite.
+class StepResult(NamedTuple):
+    loss: float  # the batch's loss (NaN when the update was skipped for a non-finite loss)
+    tokens: int  # attention tokens over all passes
+    extras: dict[str, float]  # objective-specific means over the batch (reward margin, ...)
+    skipped: bool  # True when the loss or gradient was not finite and nothing was updated
+    note: str  # why it was skipped
+    grad_norm: float  # before clipping
+    passes: int  # forward/backward passes the batch was split into
 
-    Returns (skipped, note, gradient norm). The caller zeroes the gradients afterwards.
+
+def split_passes(examples, max_tokens: int | None) -> list[list]:
+    """Cut a step's batch, in order, into passes of at most ``max_tokens`` padded tokens.
+
+    A pass costs rows × its longest row (a DPO pair is two rows); an example longer than the
+    limit gets a pass of its own. ``None`` or 0: the whole batch in one pass.
     """
-    if not torch.isfinite(loss):
-        return True, f"skipped: loss is {loss.item()}", float("nan")
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm).item()
+    if not max_tokens:
+        return [list(examples)]
+    passes, current, width = [], [], 0
+    for example in examples:
+        lengths = _batching._row_lengths(example)
+        new_width = max(width, *lengths)
+        if current and (len(current) + 1) * len(lengths) * new_width > max_tokens:
+            passes.append(current)
+            current, new_width = [], max(lengths)
+        current.append(example)
+        width = new_width
+    return passes + [current]
+
+
+def small_memory(device: torch.device) -> bool:
+    """True for a CPU process that may use at most SMALL_MEMORY (a Binder kernel)."""
+    if torch.device(device).type != "cpu":
+        return False
+    limit = memory_limit()
+    return limit is not None and limit <= SMALL_MEMORY
+
+
+def release_memory() -> None:
+    """Hand memory that malloc keeps after a step back to the OS (glibc only; else nothing).
+
+    A step frees hundreds of MB of activations; glibc keeps most of it in its arenas, so a kernel
+    would sit at its training peak for good. ``malloc_trim`` costs ~30-90 ms on 2 cores.
+    """
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim  # noqa: B018 (musl, macOS: no such function)
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc = None
+
+
+def pass_tokens(config: TrainConfig, device: torch.device) -> int | None:
+    """The pass size a run uses: the config's; for None, small passes only on a CPU whose
+    process may use at most SMALL_MEMORY (the cgroup limit counts: see ``_memory``)."""
+    if config.pass_tokens is not None:
+        return config.pass_tokens
+    return CPU_PASS_TOKENS if small_memory(device) else None
+
+
+def train_step(model, objective: str, examples, *, pad_id: int, device, cache, config: TrainConfig,
+               params=None, optimizer=None) -> StepResult:
+    """One step on ``examples``: the loss of the batch, and (with an optimizer) one update.
+
+    The batch runs as :func:`split_passes` of at most :func:`pass_tokens` tokens; each pass's
+    summed loss is backpropagated and the gradients are divided by the batch's count at the end,
+    so the update equals the one-pass update while only one pass's activations are alive
+    (on a CPU, activations dominate a step's memory: ~1.3 MB a token on the 135M model).
+    An update whose loss or gradient norm is not finite is skipped. Without an optimizer it only
+    measures (no gradients). The caller holds the model lock and sets train/eval mode.
+    """
+    step_pass, _ = _PASSES[objective]
+    update = optimizer is not None
+    device = torch.device(device)
+    # bf16 autocast on CUDA for the forward passes only (backward runs outside it, as PyTorch advises)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with autocast:
+        kl = _kto_kl(model, examples, pad_id, device, cache) if objective == "kto" else None
+    total, count, tokens, stats = 0.0, 0, 0, {}
+    parts = split_passes(examples, pass_tokens(config, device))
+    skip_note = ""
+    with torch.enable_grad() if update else torch.no_grad():
+        for part in parts:
+            with autocast:
+                out = step_pass(model, part, pad_id, device, cache, config, kl)
+            loss_sum = out.loss_sum.detach().item()
+            count, tokens, total = count + out.count, tokens + out.tokens, total + loss_sum
+            for name, values in out.stats.items():
+                stats.setdefault(name, []).append(values.float().cpu())
+            if not math.isfinite(loss_sum):
+                skip_note = f"skipped: loss is {loss_sum}"
+                if update:
+                    break  # the update will be dropped: no need for the other passes
+            elif update:
+                out.loss_sum.backward()  # gradients add up over passes
+    loss = total / max(count, 1)
+    extras = {name: torch.cat(v).mean().item() for name, v in stats.items()}
+    if not update:
+        return StepResult(loss, tokens, extras, bool(skip_note), skip_note, float("nan"), len(parts))
+    if skip_note:
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(float("nan"), tokens, extras, True, skip_note, float("nan"), len(parts))
+    for p in params:
+        if p.grad is not None:
+            p.grad.div_(max(count, 1))  # sum of pass losses -> the batch mean
+    norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm).item()
     if not math.isfinite(norm):
-        return True, f"skipped: gradient norm is {norm}", norm
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(float("nan"), tokens, extras, True, f"skipped: gradient norm is {norm}",
+                          norm, len(parts))
     optimizer.step()
-    return False, "", norm
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss, tokens, extras, False, "", norm, len(parts))
 
 
 def _to(batch: dict, device) -> dict:
@@ -316,15 +456,15 @@ class TrainingRun:
 
     def _loop(self) -> None:
         session, cfg = self.session, self.config
-        step_fn, pool_name = _STEPS[self.objective]
+        pool_name = _PASSES[self.objective][1]
         device = next(session.model.parameters()).device
         pad_id = session.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = session.tokenizer.eos_token_id
         params = [p for p in session.model.parameters() if p.requires_grad]
         optimizer = _OPTIMIZERS[cfg.optimizer](params, cfg.lr)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         rng = random.Random(cfg.seed)
+        trim = small_memory(device)
         batches: list = []
         t_start = time.perf_counter()
         for run_step in range(1, cfg.steps + 1):
@@ -342,21 +482,23 @@ class TrainingRun:
             with session.model_lock:  # generation waits for this step, and the other way round
                 session.model.train()
                 try:
-                    with autocast:
-                        loss, tokens, extras = step_fn(session.model, examples, pad_id, device,
-                                                       self._cache, cfg)
-                    skipped, note, _ = apply_update(loss, params, optimizer, cfg.max_grad_norm)
+                    result = train_step(session.model, self.objective, examples, pad_id=pad_id,
+                                        device=device, cache=self._cache, config=cfg,
+                                        params=params, optimizer=optimizer)
                 finally:
-                    optimizer.zero_grad(set_to_none=True)
+                    optimizer.zero_grad(set_to_none=True)  # also after an error mid-step
                     session.model.eval()
+                skipped = result.skipped
                 if not skipped:
                     session.adapter_step = (session.adapter_step or 0) + 1
+            if trim:
+                release_memory()
             seconds = time.perf_counter() - t0
             elapsed = time.perf_counter() - t_start
             m = StepMetrics(self.run_id, session.adapter_step or 0, run_step, cfg.steps, self.objective,
-                            float("nan") if skipped else loss.item(), cfg.lr, len(examples), tokens,
+                            result.loss, cfg.lr, len(examples), result.tokens,
                             seconds, elapsed, elapsed / run_step * (cfg.steps - run_step),
-                            skipped, note, extras)
+                            skipped, result.note, result.extras)
             self.metrics.append(m)
             session.store.log_step(self.run_id, m.step, m.objective,
                                    None if skipped else m.loss, m.as_row())

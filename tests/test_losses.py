@@ -149,6 +149,16 @@ def test_kto_by_hand_with_known_kl():
     assert out.rejected_rewards.tolist() == pytest.approx([-0.25, 0.0])
 
 
+def test_kto_with_a_precomputed_kl_matches():
+    args = (_t(-5), _t(-7, -8), _t(-6), _t(-6.5, -8))
+    estimated = kto_loss(*args, _t(-20, -21), _t(-20.5, -21.3), beta=0.5)
+    given = kto_loss(*args, None, None, beta=0.5, kl=kto_kl_estimate(_t(-20, -21), _t(-20.5, -21.3)))
+    assert given.losses.tolist() == pytest.approx(estimated.losses.tolist(), abs=1e-12)
+    assert given.kl.item() == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="precomputed kl"):
+        kto_loss(*args, None, None)
+
+
 def test_kto_negative_kl_is_clamped_to_zero():
     assert kto_kl_estimate(_t(-21, -20), _t(-20, -20.5)).item() == 0.0  # mean −0.25
     out = kto_loss(_t(-5), _t(), _t(-6), _t(), _t(-21, -20), _t(-20, -20.5), beta=0.5)

@@ -281,3 +281,104 @@ def test_logits_only_where_scored_give_the_same_logps():
         ours, n = _forward_logps(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
         want, n_want = sequence_logps(model(input_ids=ids, attention_mask=mask).logits, labels)
     assert torch.allclose(ours, want, atol=1e-5) and n.tolist() == n_want.tolist() == [12, 9, 7]
+
+
+# -- a step in several passes -------------------------------------------------------------------
+def _examples(session, pool):
+    from lf_widgets.data import build_examples
+
+    rated(session, ratings=(5, 1, 4, 2, 3), prompts=("hello", "world", "again"))
+    examples = getattr(build_examples(session.store, session.tokenizer), pool)
+    assert len(examples) >= 3, f"need a few {pool} examples, got {len(examples)}"
+    return examples[:4]
+
+
+@pytest.mark.parametrize("objective,pool", [("sft", "sft"), ("dpo", "pairs"), ("kto", "kto")])
+def test_a_batch_split_into_passes_gives_the_same_update(fresh, objective, pool):
+    from lf_widgets.trainer import _ReferenceCache, split_passes, train_step, wrap_lora
+
+    examples = _examples(fresh, pool)
+    pad_id = fresh.tokenizer.pad_token_id
+    results, weights = [], []
+    for pass_tokens in (0, 1):  # the whole batch at once; one example per pass
+        # plain SGD and no clipping: the update is lr × the gradient, so a wrong scale would show
+        config = TrainConfig(objective=objective, optimizer="sgd", lr=0.5, max_grad_norm=1e9,
+                             pass_tokens=pass_tokens)
+        model = wrap_lora(tiny_model(seed=0)[0], config)
+        params = [p for p in model.parameters() if p.requires_grad]
+        shapes = []  # rows of each forward that builds a graph (not the no-grad reference/KL ones)
+        model.register_forward_pre_hook(
+            lambda m, a, kw: shapes.append(len(kw["input_ids"])) if torch.is_grad_enabled() else None,
+            with_kwargs=True)
+        model.train()
+        result = train_step(model, objective, examples, pad_id=pad_id, device="cpu",
+                            cache=_ReferenceCache(), config=config, params=params,
+                            optimizer=torch.optim.SGD(params, lr=config.lr))
+        assert result.passes == len(split_passes(examples, pass_tokens))
+        assert not result.skipped and all(p.grad is None for p in params)
+        results.append(result)
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n})
+        rows = 2 if objective == "dpo" else 1  # rows per example
+        assert shapes == ([rows * len(examples)] if pass_tokens == 0 else [rows] * len(examples))
+    whole, split = results
+    assert split.passes == len(examples) and whole.passes == 1
+    assert split.loss == pytest.approx(whole.loss, rel=1e-5)
+    assert split.grad_norm == pytest.approx(whole.grad_norm, rel=1e-4)
+    assert split.tokens > 0 and split.extras.keys() == whole.extras.keys()
+    for name in whole.extras:
+        assert split.extras[name] == pytest.approx(whole.extras[name], rel=1e-4, abs=1e-6), name
+    for name, value in weights[0].items():
+        assert torch.allclose(weights[1][name], value, atol=1e-6), name
+    assert any(v.abs().sum() > 0 for n, v in weights[0].items() if "lora_B" in n)  # it did move
+
+
+def test_split_passes_respects_the_token_budget():
+    from lf_widgets.data import PairExample, SFTExample
+    from lf_widgets.trainer import split_passes
+
+    sft = [SFTExample("p", (1,) * 10, (2,) * n, i, "rating") for i, n in enumerate((5, 20, 10, 90))]
+    assert split_passes(sft, None) == [sft] and split_passes(sft, 0) == [sft]
+    # rows x longest row <= 60: [15, 30] is 2 x 30 = 60; adding 20 makes 3 x 30; 100 stands alone
+    assert split_passes(sft, 60) == [sft[:2], sft[2:3], sft[3:]]
+    assert [e for part in split_passes(sft, 1) for e in part] == sft  # nothing lost, order kept
+    pairs = [PairExample("p", (1,) * 10, (2,) * 10, (3,) * 5, None, i, "preference") for i in range(3)]
+    assert split_passes(pairs, 80) == [pairs[:2], pairs[2:]]  # a pair is two rows of 20
+
+
+def test_small_passes_only_where_memory_is_small(monkeypatch):
+    from lf_widgets.trainer import CPU_PASS_TOKENS, pass_tokens
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setenv("LF_WIDGETS_MEMORY_LIMIT", "2G")  # a Binder kernel
+    assert pass_tokens(TrainConfig(), cpu) == CPU_PASS_TOKENS
+    assert pass_tokens(TrainConfig(), cuda) is None  # GPU memory is another matter
+    assert pass_tokens(TrainConfig(pass_tokens=0), cpu) == 0  # the config always wins
+    assert pass_tokens(TrainConfig(pass_tokens=512), cpu) == 512
+    monkeypatch.setenv("LF_WIDGETS_MEMORY_LIMIT", "16G")  # a laptop: one pass is faster
+    assert pass_tokens(TrainConfig(), cpu) is None
+    with pytest.raises(ValueError, match="pass_tokens"):
+        TrainConfig(pass_tokens=-1)
+
+
+def test_small_memory_run_splits_batches_and_releases_memory(fresh, monkeypatch):
+    import lf_widgets.trainer as trainer
+
+    monkeypatch.setenv("LF_WIDGETS_MEMORY_LIMIT", "2G")
+    monkeypatch.setattr(trainer, "CPU_PASS_TOKENS", 1)  # one example per pass
+    trims, passes = [], []
+    monkeypatch.setattr(trainer, "release_memory", lambda: trims.append(1))
+    real_step = trainer.train_step
+
+    def counting(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        passes.append(result.passes)
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", counting)
+    rated(fresh)
+    run = fresh.train("dpo", steps=3, lr=1e-2, batch_size=2).wait(60)
+    assert run.state == "done" and all(math.isfinite(m.loss) for m in run.metrics)
+    assert passes == [m.examples for m in run.metrics] and max(passes) == 2
+    assert len(trims) == 3  # after every step
+    monkeypatch.undo()
+    trainer.release_memory()  # the real one is safe to call anywhere (glibc or not)
