@@ -15,7 +15,10 @@ How each side is timed
   and each step's ``StepMetrics.seconds`` is the step as the trainer times it (collate, reference
   log-probs or cache look-up, forward, backward, clipping, optimizer step). A listener on the
   ``"step"`` event reads the reference cache's miss counter after every step, so each step is
-  known to have computed reference log-probs (first epoch) or not (steady state).
+  known to have computed reference log-probs (first epoch) or not (steady state). On a CPU the
+  trainer runs each batch in forward/backward passes of at most ``CPU_PASS_TOKENS`` padded
+  tokens (the same update in less memory); ``--one-pass`` also times the whole batch in one pass,
+  as TRL runs it.
 * TRL: ``DPOTrainer`` (default, and with ``precompute_ref_log_probs=True``), ``KTOTrainer`` and
   ``SFTTrainer`` on a fresh copy of the same base model, with the same LoRA as ``peft_config``,
   given a ``datasets.Dataset`` built in memory whose chat-template tokenisation gives exactly the
@@ -48,7 +51,7 @@ Usage
     python benchmarks/bench_train.py --quick               # tiny model, seconds: a smoke test
     python benchmarks/bench_train.py --device cuda         # bf16, on a GPU machine
     python benchmarks/bench_train.py --profile             # + torch.profiler tables of our steps
-    python benchmarks/bench_train.py --patch               # + ours with logits_to_keep (a proposal)
+    python benchmarks/bench_train.py --one-pass            # + ours with the whole batch in one pass
 """
 
 from __future__ import annotations
@@ -316,11 +319,17 @@ class Ours:
         data = build_examples(self.session.store, self.session.tokenizer, max_length=self.args.max_length)
         return {"dpo": data.pairs, "kto": data.kto, "sft": data.sft}[self.objective]
 
-    def segment(self, steps: int, skip: int, into: Steps) -> None:
-        """One ``session.train`` run of ``steps`` steps; the first ``skip`` are warm-up."""
+    def segment(self, steps: int, skip: int, into: Steps, pass_tokens: int | None = None) -> None:
+        """One ``session.train`` run of ``steps`` steps; the first ``skip`` are warm-up.
+
+        ``pass_tokens``: the trainer's default (None: passes of CPU_PASS_TOKENS on a CPU) or 0,
+        the whole batch in one forward/backward pass as TRL runs it.
+        """
         self._pending = []
         self._last_cpu = time.process_time()
         extra = {"holdout": 0.0} if "holdout" in _config_fields() else {}
+        if "pass_tokens" in _config_fields():
+            extra["pass_tokens"] = pass_tokens
         run = self.session.train(self.objective, steps=steps, lr=LR, batch_size=self.args.batch_size,
                                  optimizer="adamw", beta=BETA, max_length=self.args.max_length,
                                  lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
@@ -458,48 +467,14 @@ class TRLSide:
         self.trainer = None
 
 
-# -- a proposed trainer change, measured in this process only (--patch) ---------------------------------------
-def _forward_logps_tail(model, batch: dict, prefix: str = ""):
-    """``lf_widgets.trainer._forward_logps`` computing logits only from the first completion position.
-
-    Passes ``logits_to_keep`` so the LM head (and the log-softmax over the vocabulary) skips the
-    prompt positions shared by every row of the batch (right padding: completions are the tail),
-    and ``use_cache=False`` so training builds no KV cache. Same log-probs: positions before the
-    first labelled token contribute nothing anyway.
-    """
-    from lf_widgets.losses import sequence_logps
-
-    labels = batch[f"{prefix}labels"]  # (B, T)
-    labelled = labels != -100
-    T = labels.shape[1]
-    first = torch.where(labelled.any(-1), labelled.float().argmax(-1), T).min().item()
-    start = max(int(first) - 1, 0)  # the logits at first-1 predict the first completion token
-    logits = model(input_ids=batch[f"{prefix}input_ids"], attention_mask=batch[f"{prefix}attention_mask"],
-                   logits_to_keep=T - start, use_cache=False).logits  # (B, T - start, V)
-    return sequence_logps(logits, labels[:, start:])
-
-
-@contextlib.contextmanager
-def patched_trainer():
-    from lf_widgets import trainer
-
-    original = trainer._forward_logps
-    trainer._forward_logps = _forward_logps_tail
-    try:
-        yield
-    finally:
-        trainer._forward_logps = original
-
-
 # -- profiling of our step (optional) -------------------------------------------------------------------
 def profile_ours(ours: Ours, steps: int = 2, top: int = 18) -> str:
     """torch.profiler table of ``steps`` of our step function (steady state, same batches)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from lf_widgets.trainer import _STEPS
+    from lf_widgets.trainer import train_step
 
     session = ours.session
-    step_fn, _ = _STEPS[ours.objective]
     model = session.model
     device = next(model.parameters()).device
     examples = ours.examples()[: ours.args.batch_size]
@@ -511,11 +486,8 @@ def profile_ours(ours: Ours, steps: int = 2, top: int = 18) -> str:
     model.train()
 
     def one():
-        loss, _, _ = step_fn(model, examples, pad_id, device, cache, cfg)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, ours.objective, examples, pad_id=pad_id, device=device, cache=cache,
+                   config=cfg, params=params, optimizer=opt)
 
     try:
         one()  # warm (and fill the cache)
@@ -547,9 +519,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny model, few steps: a smoke test")
     p.add_argument("--smoke", action="store_true", help="same as --quick")
     p.add_argument("--profile", action="store_true", help="print torch.profiler tables of our steps")
-    p.add_argument("--patch", action="store_true",
-                   help="also time our steps with logits only from the first completion position "
-                        "(a proposed trainer change, monkeypatched in this process)")
+    p.add_argument("--one-pass", action="store_true",
+                   help="also time our steps with the whole batch in one forward/backward pass "
+                        "(pass_tokens=0, as TRL runs it): what the CPU default's split costs")
     args = p.parse_args(argv)
     args.objectives = [o.strip().lower() for o in args.objectives.split(",") if o.strip()]
     bad = [o for o in args.objectives if o not in ("dpo", "kto", "sft")]
@@ -615,7 +587,7 @@ def main(argv=None) -> int:
             if objective == "dpo":
                 trl_sides["trl_pre"] = TRLSide(objective, copy.deepcopy(base), tok, pool, folder, args,
                                                device, n_params, precompute=True)
-            res = {"ours": Steps("ours"), "first": Steps("ours first epoch"), "patched": Steps("patched"),
+            res = {"ours": Steps("ours"), "first": Steps("ours first epoch"), "one_pass": Steps("one_pass"),
                    **{k: Steps(k) for k in trl_sides},
                    "same_tokens": all(s.tokens() == pool.tokens for s in trl_sides.values()),
                    "ours_tokens_ok": _our_tokens(ours, objective) == pool.tokens}
@@ -624,7 +596,7 @@ def main(argv=None) -> int:
                 ours.segment(W + m, W, res["first"])
                 _progress(objective, "first epoch ours", res["first"], 0)
                 started.add("ours")
-            order = ["ours", *trl_sides, *(["patched"] if args.patch else [])]
+            order = ["ours", *trl_sides, *(["one_pass"] if args.one_pass else [])]
             for r in range(args.rounds):
                 for name in (order if r % 2 == 0 else order[::-1]):
                     skip = 1 if name in started else W
@@ -634,9 +606,8 @@ def main(argv=None) -> int:
                     before = res[key].n
                     if name == "ours":
                         ours.segment(skip + m, skip, res["ours"])
-                    elif name == "patched":
-                        with patched_trainer():
-                            ours.segment(skip + m, skip, res["patched"])
+                    elif name == "one_pass":
+                        ours.segment(skip + m, skip, res["one_pass"], pass_tokens=0)
                     else:
                         trl_sides[name].segment(skip + m, skip, res[name])
                     _progress(objective, f"round {r + 1} {name}", res[key], before)
@@ -711,10 +682,10 @@ def print_table(results: dict, peaks: list[tuple[float, float]], args, device) -
             row(O, "first epoch (ref computed)", TARGETS["kto"][0], res["first"], res["trl"], None)
         else:
             row(O, "LoRA step", TARGETS["sft"][0], res["ours"], res["trl"], TARGETS["sft"][1])
-        if res["patched"].n:
+        if res["one_pass"].n:
             vs = TARGETS[obj][0]
-            row(O, "patched (logits_to_keep)", vs, res["patched"], res["trl"], None)
-            row(O, "patched (logits_to_keep)", "ours (unpatched)", res["patched"], res["ours"], None)
+            row(O, "one pass (pass_tokens=0)", vs, res["one_pass"], res["trl"], None)
+            row(O, "one pass (pass_tokens=0)", "ours (default passes)", res["one_pass"], res["ours"], None)
 
     loaded = median([p for p, _ in peaks])
     print(f"\nmodel-FLOPs utilisation: 4·N·T FLOPs per LoRA forward+backward, 2·N·T per no-grad forward, "
@@ -727,7 +698,7 @@ def print_table(results: dict, peaks: list[tuple[float, float]], args, device) -
     print("-" * len(h2))
     for obj, res in results.items():
         for key, label, target in (("ours", "ours, steady" if obj in ("dpo", "kto") else "ours", True),
-                                   ("patched", "ours, patched", False)):
+                                   ("one_pass", "ours, one pass", False)):
             s = res[key]
             if not s.n:
                 continue
