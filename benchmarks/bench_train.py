@@ -31,7 +31,7 @@ How each side is timed
   per-step examples/s.
 * DPO and KTO: ours first runs one full epoch over the pool (reference log-probs computed and
   cached: "first epoch"), then the interleaved segments measure the steady state (DPO: every
-  reference cached; KTO: the matched rows cached, the mismatched KL rows depend on the batch).
+  reference cached; KTO: the matched rows and the fixed KL partners cached).
 * MFU counts 4·N·T FLOPs for a LoRA forward+backward over T tokens (N = base-model parameters),
   plus 2·N·T for every no-grad forward (KTO's KL rows, reference rows on a cache miss); the peak
   is the best of large ``torch.mm`` in the training dtype, timed at the start, before every
@@ -678,7 +678,7 @@ def print_table(results: dict, peaks: list[tuple[float, float]], args, device) -
                 TARGETS["dpo_pre"][1])
             row(O, "first epoch (ref computed)", TARGETS["dpo"][0], res["first"], res["trl"], None)
         elif obj == "kto":
-            row(O, "steady (matched ref cached)", TARGETS["kto"][0], res["ours"], res["trl"], TARGETS["kto"][1])
+            row(O, "steady (ref cached)", TARGETS["kto"][0], res["ours"], res["trl"], TARGETS["kto"][1])
             row(O, "first epoch (ref computed)", TARGETS["kto"][0], res["first"], res["trl"], None)
         else:
             row(O, "LoRA step", TARGETS["sft"][0], res["ours"], res["trl"], TARGETS["sft"][1])

@@ -14,8 +14,8 @@ import torch
 if TYPE_CHECKING:
     from .data import KTOExample, PairExample, SFTExample
 
-__all__ = ["IGNORE_INDEX", "collate_sft", "collate_pairs", "collate_kto", "length_batches",
-           "padding_waste"]
+__all__ = ["IGNORE_INDEX", "collate_sft", "collate_pairs", "collate_kto", "kl_completions",
+           "length_batches", "padding_waste"]
 
 IGNORE_INDEX = -100  # label of prompt and padding positions: no loss there
 
@@ -55,20 +55,28 @@ def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, tor
     return _pad(prompts, completions, pad_id)
 
 
+def kl_completions(examples: Sequence[KTOExample]) -> list[tuple[int, ...]]:
+    """The completion each KTO example is paired with for the KL estimate.
+
+    Its fixed partner (``data.assign_kl_partners``, set by ``build_examples``) where it has one;
+    otherwise the completion of example (i + 1) % B of the batch (TRL rotates the other way, i
+    with i - 1: the same estimate). A batch of one has no mismatched completion and uses its own.
+    """
+    n = len(examples)
+    return [tuple(e.kl_completion_ids) or tuple(examples[(i + 1) % n].completion_ids)
+            for i, e in enumerate(examples)]
+
+
 def collate_kto(examples: Sequence[KTOExample], pad_id: int) -> dict[str, torch.Tensor]:
     """Batch KTO examples, plus mismatched rows for the KL estimate.
 
     Keys of :func:`collate_sft` (B, T); ``desirable`` (B,) bool; ``kl_input_ids``,
-    ``kl_attention_mask``, ``kl_labels`` (B, T'): prompt i with the completion of example
-    (i + 1) % B (TRL rotates the other way, i with i - 1: the same estimate).
+    ``kl_attention_mask``, ``kl_labels`` (B, T'): prompt i with :func:`kl_completions`' i.
     """
     prompts = [e.prompt_ids for e in examples]
-    completions = [e.completion_ids for e in examples]
-    # With B == 1 the rotation gives the example its own completion (a batch of one has no
-    # mismatched completion), so the KL rows equal the matched rows.
-    batch = _pad(prompts, completions, pad_id)
+    batch = _pad(prompts, [e.completion_ids for e in examples], pad_id)
     batch["desirable"] = torch.tensor([e.desirable for e in examples], dtype=torch.bool)  # (B,)
-    batch.update(_pad(prompts, completions[1:] + completions[:1], pad_id, prefix="kl_"))
+    batch.update(_pad(prompts, kl_completions(examples), pad_id, prefix="kl_"))
     return batch
 
 

@@ -21,7 +21,7 @@ import itertools
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar, NamedTuple
 
 import pandas as pd
@@ -30,7 +30,7 @@ from .batching import (IGNORE_INDEX, collate_kto, collate_pairs, collate_sft, le
                        padding_waste)
 from .generation import chat_prompt_ids
 
-__all__ = ["SFTExample", "PairExample", "KTOExample", "TrainingData", "build_examples",
+__all__ = ["SFTExample", "PairExample", "KTOExample", "TrainingData", "assign_kl_partners", "build_examples",
            "choose_objective", "collate_sft", "collate_pairs", "collate_kto", "length_batches",
            "padding_waste", "sequence_key", "split_holdout", "IGNORE_INDEX"]
 
@@ -90,6 +90,31 @@ class KTOExample(_Example):
     desirable: bool
     sample_id: int  # for a correction: the sample it corrects
     source: str = "rating"  # "rating" | "correction"
+    # Another prompt's completion, fixed per example, for KTO's KL estimate (assign_kl_partners);
+    # () for examples built by hand: collate_kto then pairs them within the batch, as TRL does
+    kl_completion_ids: tuple[int, ...] = field(default=(), compare=False)  # derived, not identity
+
+
+def assign_kl_partners(examples: Sequence[KTOExample]) -> list[KTOExample]:
+    """Give each KTO example a fixed mismatched completion for the KL estimate z₀.
+
+    KTO estimates KL(π‖π_ref) from prompts paired with completions of *other* prompts. TRL pairs
+    each example with its neighbour in the batch, so the pairs change with every reshuffle and
+    their reference log-probs miss any cache; a partner fixed per example is the same kind of
+    sample, and its reference log-prob is computed once. The partner is the first example from
+    half the pool on (pools are grouped by prompt) whose prompt differs; with a single prompt,
+    the next example; a pool of one keeps its own completion.
+    """
+    n = len(examples)
+    single_prompt = len({e.prompt_ids for e in examples}) <= 1
+    out = []
+    for i, example in enumerate(examples):
+        partner = examples[(i + 1) % n] if n else example
+        if not single_prompt:
+            partner = next(examples[j] for j in ((i + n // 2 + k) % n for k in range(n))
+                           if examples[j].prompt_ids != example.prompt_ids)
+        out.append(replace(example, kl_completion_ids=partner.completion_ids))
+    return out
 
 
 @dataclass(repr=False)
@@ -265,6 +290,7 @@ def build_examples(store, tokenizer, *, max_length: int = 512, overlong: str = "
     _from_ratings(b, means)
     _from_corrections(b, corrections)
     _from_preferences(b, preferences)
+    data.kto = assign_kl_partners(data.kto)
     return data
 
 

@@ -223,8 +223,8 @@ def _kto_kl(model, examples, pad_id, device, cache) -> torch.Tensor:
     Computed once per step, before the passes, so that splitting the batch changes nothing.
     """
     batch = _to(_batching.collate_kto(examples, pad_id), device)
-    kl_keys = [_data.sequence_key(e.prompt_ids, examples[(i + 1) % len(examples)].completion_ids)
-               for i, e in enumerate(examples)]  # the same rotation as collate_kto
+    kl_keys = [_data.sequence_key(e.prompt_ids, partner)  # fixed partners: cached after one epoch
+               for e, partner in zip(examples, _batching.kl_completions(examples))]
     ref_kl = cache.get(model, batch, kl_keys, prefix="kl_")
     with torch.no_grad():  # the KL estimate is a baseline, not a training signal (as in TRL)
         policy_kl, _ = _forward_logps(model, batch, prefix="kl_")

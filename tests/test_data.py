@@ -425,6 +425,35 @@ def test_collate_kto_adds_desirable_and_mismatched_kl_rows():
     assert one["kl_input_ids"].tolist() == one["input_ids"].tolist() == [[5, 7, END]]
 
 
+def test_fixed_kl_partners_come_from_other_prompts_and_collate_uses_them():
+    from lf_widgets.data import assign_kl_partners
+
+    pool = [KTOExample("a", (1,), (10 + i, END), True, i) for i in range(3)] + \
+           [KTOExample("b", (2,), (20 + i, END), False, 3 + i) for i in range(3)]
+    paired = assign_kl_partners(pool)
+    assert paired == pool  # the same examples (the partner is not part of their identity)
+    for e in paired:  # every partner is a completion of the other prompt
+        assert e.kl_completion_ids[0] // 10 != e.completion_ids[0] // 10
+    assert assign_kl_partners(pool) == paired and \
+        [e.kl_completion_ids for e in assign_kl_partners(pool)] == [e.kl_completion_ids for e in paired]
+    batch = collate_kto(paired[:2], pad_id=0)  # the fixed partner, not the batch neighbour
+    assert batch["kl_input_ids"].tolist() == [[1, *paired[0].kl_completion_ids],
+                                              [1, *paired[1].kl_completion_ids]]
+    same = assign_kl_partners(pool[:3])  # one prompt only: the next example's completion
+    assert [e.kl_completion_ids for e in same] == [(11, END), (12, END), (10, END)]
+    assert assign_kl_partners(pool[:1])[0].kl_completion_ids == (10, END)  # a pool of one: its own
+    assert assign_kl_partners([]) == []
+
+
+def test_build_examples_gives_kto_examples_their_partners(store, tok):
+    for i, value in enumerate((5, 1, 2)):
+        s = add(store, prompt=f"question {i}", token_ids=(10 + i, 11, END))
+        rate(store, s, value)
+    data = build_examples(store, tok)
+    assert len(data.kto) == 3
+    assert all(e.kl_completion_ids and e.kl_completion_ids != e.completion_ids for e in data.kto)
+
+
 def test_collate_empty_batch_is_refused():
     with pytest.raises(ValueError, match="empty batch"):
         collate_sft([], pad_id=0)

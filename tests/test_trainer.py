@@ -382,3 +382,24 @@ def test_small_memory_run_splits_batches_and_releases_memory(fresh, monkeypatch)
     assert len(trims) == 3  # after every step
     monkeypatch.undo()
     trainer.release_memory()  # the real one is safe to call anywhere (glibc or not)
+
+
+def test_kto_reference_rows_are_all_cached_after_one_epoch(fresh):
+    from lf_widgets.batching import length_batches
+    from lf_widgets.data import build_examples
+    from lf_widgets.trainer import _ReferenceCache, train_step, wrap_lora
+
+    rated(fresh, ratings=(5, 1, 4, 2, 1), prompts=("hello", "world", "again"))
+    pool = build_examples(fresh.store, fresh.tokenizer).kto
+    assert len(pool) >= 4
+    config = TrainConfig(objective="kto", batch_size=2)
+    model = wrap_lora(fresh.model, config)
+    cache, misses = _ReferenceCache(), []
+    with torch.no_grad():
+        for epoch in range(3):  # reshuffled batches each epoch, as in training
+            for batch in length_batches(pool, 2, seed=epoch):
+                train_step(model, "kto", batch, pad_id=fresh.tokenizer.pad_token_id, device="cpu",
+                           cache=cache, config=config)
+            misses.append(cache.misses)
+    # matched rows and the fixed KL partners: each computed once, in the first epoch
+    assert misses[0] <= 2 * len(pool) and misses[1] == misses[2] == misses[0]
