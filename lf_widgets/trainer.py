@@ -464,6 +464,8 @@ class TrainingRun:
         params = [p for p in session.model.parameters() if p.requires_grad]
         optimizer = _OPTIMIZERS[cfg.optimizer](params, cfg.lr)
         rng = random.Random(cfg.seed)
+        # The memory limit is read once per run, not once per step (it is a few file reads)
+        cfg = replace(cfg, pass_tokens=pass_tokens(cfg, device) or 0)
         trim = small_memory(device)
         batches: list = []
         t_start = time.perf_counter()

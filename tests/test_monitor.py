@@ -1,11 +1,9 @@
 """The training monitor driven headlessly by a fake session: no model, no trainer, no kernel."""
 
-import ast
 import contextlib
 import math
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -287,11 +285,3 @@ def test_without_history_starts_empty(session, monitor):
 def test_clock():
     assert (_clock(83), _clock(3725), _clock(math.nan), _clock(-1)) == (
         "01:23", "1:02:05", "--:--", "--:--")
-
-
-def test_monitor_imports_no_torch():
-    source = Path(__file__).parents[1] / "lf_widgets" / "panels" / "monitor.py"
-    tree = ast.parse(source.read_text())
-    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not any(name.split(".")[0] == "torch" for name in names)

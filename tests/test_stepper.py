@@ -3,10 +3,8 @@
 Each test builds its own tiny model (``tiny_model(seed=0)``): a step changes the weights.
 """
 
-import ast
 import math
 from html.parser import HTMLParser
-from pathlib import Path
 
 import ipywidgets as widgets
 import pytest
@@ -154,11 +152,3 @@ def test_kto_view_of_a_thumbs_down(session):
     fixed = st.kto_view(session, prompt, bad, kl=0.0)
     assert fixed.loss == pytest.approx(1 - 1 / (1 + math.exp(fixed.reward)), abs=1e-5)  # 1 − σ(−r·β)
     assert "lowers" in view.sentence()
-
-
-def test_panel_imports_no_torch():
-    source = Path(__file__).parents[1] / "lf_widgets" / "panels" / "stepper.py"
-    tree = ast.parse(source.read_text())
-    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not any(name.split(".")[0] == "torch" for name in names)
