@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .evaluation import ABResult, ab_summary
-from .generation import SamplingConfig, sample_completions
+from .sampling import SamplingConfig
 from .panels._pair import PairItem
 from .store import SampleRecord
 
@@ -89,6 +89,8 @@ def build_test(session, prompts: Sequence[str], n: int, contenders: tuple[str, s
     test = ABTest(uuid.uuid4().hex[:12], tuple(contenders))
     repeated = [p for p in prompts for _ in range(n)]
     outputs = {}
+    from .generation import sample_completions
+
     for name in contenders:
         with contender(session, name) as step:
             completions = [c for batch in sample_completions(

@@ -11,55 +11,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from .sampling import Completion, SamplingConfig, chat_prompt_ids
+
 __all__ = ["SamplingConfig", "Completion", "chat_prompt_ids", "sample_completions"]
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How to sample; stored with every sample as its provenance."""
-
-    max_new_tokens: int = 64  # completion length cap; 64 keeps a CPU round of 4 samples ~5 s
-    temperature: float = 0.8  # 0 means greedy decoding (one sample per prompt makes sense then)
-    top_p: float = 0.95  # nucleus sampling; 1.0 turns it off
-    seed: int | None = None  # fixes torch's RNG before each batch, for reproducible demos
-    batch_size: int = 8  # prompts per generate() call; each brings n rows, so 8×4 = 32 sequences
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-
-    def as_params(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One sampled completion of one prompt."""
-
-    prompt: str  # the user turn as the person wrote it
-    text: str  # decoded completion, special tokens removed
-    token_ids: list[int]  # completion ids up to and including the end-of-turn token
-
-
-def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """Token ids of ``prompt`` as a user turn plus the assistant header (the generation prompt)."""
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                            add_generation_prompt=True, tokenize=True)
-        # transformers 5 returns a BatchEncoding-like mapping; 4.x a plain list.
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    return tokenizer(prompt, add_special_tokens=True)["input_ids"]
 
 
 def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .generation import Completion, SamplingConfig
+from .sampling import Completion, SamplingConfig
 
 __all__ = ["RemoteChatModel", "RemoteModelError"]
 

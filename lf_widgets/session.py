@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import io as _io
 from ._session_training import TrainingVerbs
-from .generation import SamplingConfig, sample_completions
+from .sampling import SamplingConfig
 from .remote import RemoteChatModel, RemoteModelError
 from .store import Event, FeedbackStore, SampleRecord
 
@@ -144,6 +144,8 @@ class Session(TrainingVerbs):
                 batches = self.remote.complete(prompts, n, config, progress=progress)
                 params["endpoint"] = self.remote.endpoint
             else:
+                from .generation import sample_completions
+
                 batches = sample_completions(self.model, self.tokenizer, prompts, n, config,
                                              lock=self.model_lock, progress=progress)
             for batch in batches:

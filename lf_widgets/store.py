@@ -26,7 +26,8 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["FeedbackStore", "Event", "SampleRecord", "JUDGEMENT_KINDS", "EVENT_KINDS"]
+__all__ = ["FeedbackStore", "Event", "SampleRecord", "JUDGEMENT_KINDS", "EVENT_KINDS",
+           "check_annotator", "subject_of"]
 
 #: Judgements that describe one sample; the current value of each is shown in ``feedback()``.
 JUDGEMENT_KINDS = ("rating", "critique", "correction")
@@ -45,6 +46,7 @@ class SampleRecord:
     adapter_step: int | None = None  # training step of the adapter in use; None = base model
     params: Mapping[str, Any] = field(default_factory=dict)  # sampling parameters, for provenance
     source: str = "generated"  # "generated", "import:<file>", "correction", "remote:<url>" …
+    truncated: bool = False  # cut off at max_new_tokens (no end-of-turn token): not an SFT target
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,34 @@ _MIGRATIONS: list[str] = [
         metrics TEXT NOT NULL DEFAULT '{}',
         created_at REAL NOT NULL
     );
+    """,
+    # 2: the one "current judgement" rule, as a view. Every judgement names its subject (what it
+    # judges): a sample for ratings, critiques and corrections; an unordered pair of samples for
+    # a preference (the same pair shown later as (B, A) replaces it); an A/B test's item for a
+    # vote. The current judgement of a subject by an annotator is the latest of each kind that
+    # no undo cancelled: a changed vote replaces the earlier one, and undoing it brings the
+    # earlier one back. Samples cut off at max_new_tokens are marked (no end-of-turn token).
+    """
+    ALTER TABLE events ADD COLUMN subject TEXT;
+    UPDATE events SET subject = CASE
+        WHEN kind IN ('rating', 'critique', 'correction') THEN 's:' || sample_id
+        WHEN kind = 'preference' THEN 'p:' || min(sample_id, json_extract(value, '$.other'))
+                                      || ':' || max(sample_id, json_extract(value, '$.other'))
+        WHEN kind = 'ab_vote' THEN 'ab:' || json_extract(value, '$.test')
+                                   || ':' || json_extract(value, '$.item')
+        END
+        WHERE kind != 'undo';
+    CREATE INDEX events_subject ON events(subject, annotator, kind);
+    CREATE VIEW current_events AS
+        SELECT e.* FROM events e
+        WHERE e.kind != 'undo'
+          AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.id)
+          AND NOT EXISTS (
+              SELECT 1 FROM events later
+              WHERE later.subject = e.subject AND later.annotator = e.annotator
+                AND later.kind = e.kind AND later.id > e.id
+                AND NOT EXISTS (SELECT 1 FROM events u2 WHERE u2.undoes = later.id));
+    ALTER TABLE samples ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -232,10 +262,10 @@ class FeedbackStore:
                 prompt_id = None if s.prompt is None else self.add_prompt(s.prompt)
                 cur = conn.execute(
                     "INSERT INTO samples(prompt_id, text, token_ids, model, adapter_step, params,"
-                    " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " source, truncated, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (prompt_id, s.text, None if s.token_ids is None else json.dumps(list(s.token_ids)),
                      s.model, s.adapter_step, json.dumps(dict(s.params), ensure_ascii=False),
-                     s.source, time.time()))
+                     s.source, int(bool(s.truncated)), time.time()))
                 ids.append(cur.lastrowid)
         return ids
 
@@ -262,24 +292,46 @@ class FeedbackStore:
         """
         if kind not in EVENT_KINDS or kind == "undo":
             raise ValueError(f"kind must be one of {EVENT_KINDS[:-1]}, got {kind!r}")
-        _check_value(kind, value)
-        if not isinstance(annotator, str) or not annotator.strip():
-            raise ValueError("annotator must be a non-empty string")
-        return self._append(sample_id, kind, value, annotator.strip(), undoes=None)
-
-    def undo(self, annotator: str, sample_id: int | None = None) -> Event | None:
-        """Cancel the annotator's latest judgement (on ``sample_id`` if given).
-
-        Returns the cancelled event, or None when there is nothing left to undo. The cancelled
-        event stays in the log; an ``undo`` event pointing at it is appended.
-        """
-        with self.atomic() as conn:
-            query = ("SELECT * FROM events e WHERE annotator = ? AND kind != 'undo' AND NOT EXISTS"
-                     " (SELECT 1 FROM events u WHERE u.undoes = e.id)")
-            args: list[Any] = [annotator]
+        value = _check_value(kind, value)
+        annotator = check_annotator(annotator)
+        with self.atomic():
             if sample_id is not None:
-                query += " AND sample_id = ?"
-                args.append(sample_id)
+                self._require_samples([sample_id], "sample_id")
+            if kind in ("preference", "ab_vote"):
+                self._require_samples([value["other"]], "the other sample")
+            return self._append(sample_id, kind, value, annotator, undoes=None)
+
+    def _require_samples(self, ids: Iterable[int], what: str) -> None:
+        for sid in ids:
+            if self.conn.execute("SELECT 1 FROM samples WHERE id = ?", (sid,)).fetchone() is None:
+                raise KeyError(f"{what} {sid!r}: there is no such sample in {self.path}")
+
+    def undo(self, annotator: str, sample_id: int | None = None, *,
+             sample_ids: Iterable[int] | None = None, kinds: Iterable[str] | None = None
+             ) -> Event | None:
+        """Cancel the annotator's latest judgement that is still in force.
+
+        ``sample_id`` / ``sample_ids`` limit it to judgements on those samples (a preference or
+        vote counts for both of its samples), ``kinds`` to those kinds: a panel undoes its own
+        latest judgement, not one made in another panel. Returns the cancelled event, or None
+        when there is nothing left to undo. The cancelled event stays in the log; an ``undo``
+        event pointing at it is appended, and the judgement it had replaced (if any) is current
+        again.
+        """
+        ids = None if sample_id is None and sample_ids is None else \
+            [int(i) for i in ([sample_id] if sample_id is not None else sample_ids)]
+        with self.atomic() as conn:
+            query = "SELECT * FROM current_events WHERE annotator = ?"
+            args: list[Any] = [annotator]
+            if kinds is not None:
+                kinds = list(kinds)
+                query += f" AND kind IN ({','.join('?' * len(kinds))})"
+                args += kinds
+            if ids is not None:
+                marks = ",".join("?" * len(ids))
+                query += (f" AND (sample_id IN ({marks}) OR (kind IN ('preference', 'ab_vote')"
+                          f" AND json_extract(value, '$.other') IN ({marks})))")
+                args += ids + ids
             row = conn.execute(query + " ORDER BY id DESC LIMIT 1", args).fetchone()
             if row is None:
                 return None
@@ -288,11 +340,13 @@ class FeedbackStore:
 
     def _append(self, sample_id, kind, value, annotator, undoes) -> Event:
         now = time.time()
+        subject = None if kind == "undo" else subject_of(kind, sample_id, value)
         with self.atomic() as conn:
             cur = conn.execute(
-                "INSERT INTO events(sample_id, kind, value, annotator, created_at, undoes)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (sample_id, kind, json.dumps(value, ensure_ascii=False), annotator, now, undoes))
+                "INSERT INTO events(sample_id, kind, value, annotator, created_at, undoes, subject)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sample_id, kind, json.dumps(value, ensure_ascii=False), annotator, now, undoes,
+                 subject))
         return Event(cur.lastrowid, sample_id, kind, value, annotator, now)
 
     def log_step(self, run_id: str, step: int, objective: str, loss: float | None,
@@ -339,12 +393,14 @@ class FeedbackStore:
     def samples(self, prompt_id: int | None = None) -> pd.DataFrame:
         """All samples (of one prompt if given) with their prompt text and provenance."""
         query = ("SELECT s.id AS sample_id, s.prompt_id, p.text AS prompt, s.text, s.token_ids,"
-                 " s.model, s.adapter_step, s.params, s.source, s.created_at FROM samples s"
+                 " s.model, s.adapter_step, s.params, s.source, s.truncated, s.created_at"
+                 " FROM samples s"
                  " LEFT JOIN prompts p ON p.id = s.prompt_id")
         df = self._frame(query + (" WHERE s.prompt_id = ?" if prompt_id is not None else "")
                          + " ORDER BY s.id", () if prompt_id is None else (prompt_id,),
                          json_columns=("token_ids", "params"))
         df["adapter_step"] = df["adapter_step"].astype("Int64")
+        df["truncated"] = df["truncated"].astype(bool)
         return df
 
     def events(self, *, active_only: bool = False) -> pd.DataFrame:
@@ -358,14 +414,41 @@ class FeedbackStore:
         df["sample_id"] = df["sample_id"].astype("Int64")
         return df
 
+    def current_events(self, *, kinds: Iterable[str] | None = None,
+                       sample_ids: Iterable[int] | None = None,
+                       annotator: str | None = None) -> pd.DataFrame:
+        """The judgements in force (the ``current_events`` view), oldest first.
+
+        One row per subject (sample; pair of samples; A/B item), annotator and kind: the latest
+        such event that no undo cancelled. Optionally only some ``kinds``, judgements touching
+        ``sample_ids`` (either side of a preference or vote) or one ``annotator``.
+        """
+        query, args = "SELECT * FROM current_events WHERE 1", []
+        if kinds is not None:
+            kinds = list(kinds)
+            query += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += kinds
+        if annotator is not None:
+            query += " AND annotator = ?"
+            args.append(annotator)
+        if sample_ids is not None:
+            ids = [int(i) for i in sample_ids]
+            marks = ",".join("?" * len(ids))
+            query += (f" AND (sample_id IN ({marks}) OR (kind IN ('preference', 'ab_vote')"
+                      f" AND json_extract(value, '$.other') IN ({marks})))")
+            args += ids + ids
+        df = self._frame(query + " ORDER BY id", args, json_columns=("value",))
+        df["undoes"] = df["undoes"].astype("Int64")
+        df["sample_id"] = df["sample_id"].astype("Int64")
+        return df
+
     def current(self, sample_id: int, annotator: str) -> dict[str, Any]:
         """The annotator's current judgements of one sample, e.g. ``{"rating": 4}``."""
         rows = self.conn.execute(
-            "SELECT kind, value FROM events e WHERE sample_id = ? AND annotator = ? AND kind IN"
-            " ('rating', 'critique', 'correction') AND NOT EXISTS"
-            " (SELECT 1 FROM events u WHERE u.undoes = e.id) ORDER BY id",
+            "SELECT kind, value FROM current_events WHERE sample_id = ? AND annotator = ? AND"
+            " kind IN ('rating', 'critique', 'correction') ORDER BY id",
             (sample_id, annotator)).fetchall()
-        return {kind: json.loads(value) for kind, value in rows}  # later rows win
+        return {kind: json.loads(value) for kind, value in rows}
 
     def feedback(self) -> pd.DataFrame:
         """Current judgements: one row per sample × annotator, plus unjudged samples.
@@ -374,8 +457,7 @@ class FeedbackStore:
         model, adapter_step, source. A sample nobody judged yet has one row with annotator NaN.
         """
         samples = self.samples().drop(columns=["token_ids", "params", "created_at", "prompt_id"])
-        ev = self.events(active_only=True)
-        ev = ev[ev["kind"].isin(JUDGEMENT_KINDS)]
+        ev = self.current_events(kinds=JUDGEMENT_KINDS)
         cols = ["sample_id", "annotator", *JUDGEMENT_KINDS, "judged_at"]
         if ev.empty:
             current = pd.DataFrame(columns=cols)
@@ -405,15 +487,37 @@ def _event(row: sqlite3.Row) -> Event:
                  row["created_at"])
 
 
-def _check_value(kind: str, value: Any) -> None:
+def subject_of(kind: str, sample_id: int | None, value: Any) -> str:
+    """What a judgement judges (the key of the current-judgement rule; see migration 2)."""
+    if kind == "preference":
+        a, b = sorted((int(sample_id), int(value["other"])))
+        return f"p:{a}:{b}"
+    if kind == "ab_vote":
+        return f"ab:{value['test']}:{value['item']}"
+    return f"s:{sample_id}"
+
+
+def check_annotator(annotator: Any) -> str:
+    """``annotator`` stripped, or a ValueError: it must be a non-empty, non-blank string."""
+    if not isinstance(annotator, str) or not annotator.strip():
+        raise ValueError(f"annotator must be a non-empty name, got {annotator!r}")
+    return annotator.strip()
+
+
+def _check_value(kind: str, value: Any) -> Any:
+    """``value`` as stored (numpy integers become ints), or a ValueError saying what is wrong."""
     if kind == "rating":
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
+        # bools and fractions are not ratings; numpy integers (from DataFrames) are
+        if isinstance(value, bool) or not hasattr(value, "__index__") or not 1 <= int(value) <= 5:
             raise ValueError(f"rating must be an integer from 1 to 5, got {value!r}")
-    elif kind in ("critique", "correction"):
+        return int(value)
+    if kind in ("critique", "correction"):
         if not isinstance(value, str):
             raise ValueError(f"{kind} must be a string, got {type(value).__name__}")
-    elif not isinstance(value, Mapping):
+        return value
+    if not isinstance(value, Mapping):
         raise ValueError(f"{kind} value must be a dict, got {type(value).__name__}")
+    return dict(value)
 
 
 def _split_sql(script: str) -> list[str]:
