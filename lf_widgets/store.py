@@ -138,6 +138,13 @@ _MIGRATIONS: list[str] = [
                 AND NOT EXISTS (SELECT 1 FROM events u2 WHERE u2.undoes = later.id));
     ALTER TABLE samples ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: find a sample by its prompt and text in O(log n) (imports de-duplicate samples this
+    # way; without it each lookup scanned the table, so an import took quadratic time). The
+    # index holds the texts a second time; a hash column would be smaller, but SQLite has no
+    # built-in hash to fill it for rows that add_samples (or any other writer) inserts.
+    """
+    CREATE INDEX samples_prompt_text ON samples(prompt_id, text);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -153,11 +160,21 @@ class FeedbackStore:
     synchronous : {"FULL", "NORMAL"}
         SQLite's durability level. ``FULL`` (default) fsyncs each commit, so a judgement shown as
         saved survives a power cut, not only a killed kernel.
+    timeout : float
+        Seconds a write (and opening the log, which checks its schema in a write transaction)
+        waits while another process holds the log's write lock, retrying meanwhile (SQLite's
+        busy handler, sleeping 1-100 ms between tries). Opening raises :class:`TimeoutError`
+        naming the log after that; an import holds the lock well under a second.
     """
 
-    def __init__(self, path: str | os.PathLike = "lf_feedback.sqlite", *, synchronous: str = "FULL"):
+    def __init__(self, path: str | os.PathLike = "lf_feedback.sqlite", *, synchronous: str = "FULL",
+                 timeout: float = 30.0):
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                or not 0 <= timeout < float("inf"):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+        self._timeout = float(timeout)
         self._synchronous = synchronous.upper()
         self._memory = str(path) == ":memory:"
         self.path = str(path) if self._memory else str(Path(path).expanduser().resolve())
@@ -176,7 +193,18 @@ class FeedbackStore:
             # the -wal and -shm files the same permissions.
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             self._uri = Path(self.path).as_uri()
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.OperationalError as err:
+            self.close()
+            # primary result code: SQLITE_BUSY_RECOVERY and friends are busy too
+            if getattr(err, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY,
+                                                                   sqlite3.SQLITE_LOCKED):
+                raise
+            raise TimeoutError(
+                f"the feedback log {self.path} is busy: another process held its write lock for "
+                f"more than timeout={self._timeout:g} s. Try again when that process is done, or "
+                "open it with a longer FeedbackStore(..., timeout=...).") from err
 
     # -- connections ---------------------------------------------------------------------------
     @property
@@ -186,7 +214,8 @@ class FeedbackStore:
             raise RuntimeError(f"the feedback store {self.path} is closed")
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self._uri, uri=True, timeout=30.0, isolation_level=None,
+            conn = sqlite3.connect(self._uri, uri=True, timeout=self._timeout,
+                                   isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys = ON")
@@ -479,6 +508,19 @@ class FeedbackStore:
         out["judged_at"] = out["judged_at"].astype(float)
         out["sample_id"] = out["sample_id"].astype("Int64")
         return out
+
+    # -- bulk import (lf_widgets.io) ----------------------------------------------------------
+    def import_rows(self, rows, *, source: str):
+        """Add checked import rows (:class:`lf_widgets._bulk_import.ImportRow`) at once.
+
+        Samples are found by prompt and text (the oldest such sample) or added with ``source``;
+        a judgement the log already holds (same sample, annotator, kind and value) is not added
+        again. Lookups read a snapshot without the write lock; the write is one short
+        transaction. Returns a :class:`lf_widgets._bulk_import.BulkImport` with the counts.
+        """
+        from ._bulk_import import import_rows  # it imports this module
+
+        return import_rows(self, rows, source=source)
 
 
 def _event(row: sqlite3.Row) -> Event:
