@@ -1,18 +1,17 @@
 """Examples → tensors: collation (loss on completion tokens only) and length-grouped batches.
 
-Pure functions of the examples built by :mod:`lf_widgets.data` and a pad id; no model.
+Pure functions of examples and a pad id; no model. Examples are read by their fields
+(``prompt_ids``, ``completion_ids`` or ``chosen_ids``/``rejected_ids``, ``desirable``,
+``kl_completion_ids``), so this module imports nothing of the package: :mod:`lf_widgets.data`,
+which defines them, imports it, never the other way round.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from .data import KTOExample, PairExample, SFTExample
 
 __all__ = ["IGNORE_INDEX", "collate_sft", "collate_pairs", "collate_kto", "kl_completions",
            "length_batches", "padding_waste"]
@@ -37,25 +36,25 @@ def _pad(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
     return {f"{prefix}input_ids": ids, f"{prefix}attention_mask": mask, f"{prefix}labels": labels}
 
 
-def collate_sft(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Batch SFT examples: ``input_ids``, ``attention_mask``, ``labels``, each (B, T) long.
+def collate_sft(examples: Sequence, pad_id: int) -> dict[str, torch.Tensor]:
+    """Batch SFT examples (``data.SFTExample``): ``input_ids``, ``attention_mask``, ``labels``.
 
-    Right padding; ``labels`` is -100 on prompt and padding, so the loss covers completions only.
+    Each (B, T) long. Right padding; ``labels`` is -100 on prompt and padding, so the loss covers completions only.
     """
     return _pad([e.prompt_ids for e in examples], [e.completion_ids for e in examples], pad_id)
 
 
-def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Batch DPO pairs as 2B rows for one forward pass: chosen rows 0..B-1, rejected B..2B-1.
+def collate_pairs(examples: Sequence, pad_id: int) -> dict[str, torch.Tensor]:
+    """Batch DPO pairs (``data.PairExample``) as 2B rows for one forward pass.
 
-    Same keys as :func:`collate_sft`, each (2B, T).
+    Chosen rows 0..B-1, rejected B..2B-1. Same keys as :func:`collate_sft`, each (2B, T).
     """
     prompts = [e.prompt_ids for e in examples] * 2
     completions = [e.chosen_ids for e in examples] + [e.rejected_ids for e in examples]
     return _pad(prompts, completions, pad_id)
 
 
-def kl_completions(examples: Sequence[KTOExample]) -> list[tuple[int, ...]]:
+def kl_completions(examples: Sequence) -> list[tuple[int, ...]]:
     """The completion each KTO example is paired with for the KL estimate.
 
     Its fixed partner (``data.assign_kl_partners``, set by ``build_examples``) where it has one;
@@ -67,8 +66,8 @@ def kl_completions(examples: Sequence[KTOExample]) -> list[tuple[int, ...]]:
             for i, e in enumerate(examples)]
 
 
-def collate_kto(examples: Sequence[KTOExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Batch KTO examples, plus mismatched rows for the KL estimate.
+def collate_kto(examples: Sequence, pad_id: int) -> dict[str, torch.Tensor]:
+    """Batch KTO examples (``data.KTOExample``), plus mismatched rows for the KL estimate.
 
     Keys of :func:`collate_sft` (B, T); ``desirable`` (B,) bool; ``kl_input_ids``,
     ``kl_attention_mask``, ``kl_labels`` (B, T'): prompt i with :func:`kl_completions`' i.
