@@ -1,18 +1,20 @@
 """Feedback → training files for other tools: TRL (SFT, DPO, KTO) and OpenAI fine-tuning JSONL.
 
-The records follow the very mapping rules that training uses (:func:`lf_widgets.data.build_examples`:
-mean rating thresholds, pairs by rating, corrections, preferences, undo, dedupe), but at the text
-level: no model tokenizer is needed and nothing is decoded. ``build_examples`` runs with a stand-in
-"tokenizer" whose ids are the Unicode code points of the text, so every example maps back to its
-exact prompt and completion text (the correction text included). Because of that, duplicates are
-found on text rather than on token ids, and nothing is truncated: TRL trainers apply their own
-``max_length``.
+The records are the text-level examples training itself starts from
+(:func:`lf_widgets.feedback.text_examples`: mean rating thresholds, pairs by rating, corrections,
+preferences, current judgements only, duplicates dropped), so an export holds the exact prompt
+and completion texts, the correction text included. Nothing is tokenized or cut: TRL trainers
+apply their own ``max_length``. Samples cut off at ``max_new_tokens`` are no targets here either
+(TRL's chat template would add the end-of-turn token they lack and teach stopping at the cut).
 
 Chat form: a TRL file is conversational (``[{"role": "user", …}]``) when at least one record has a
 prompt; a record without one (imports) then gets an empty user turn, exactly as training formats
 it. Only when no record has a prompt is the file plain text (``{"prompt": "", "completion": …}``).
 TRL treats a whole dataset as one form, so the two are never mixed (``chat=`` forces either).
-OpenAI files always carry a user turn (empty for imports) and no keys besides their schema's.
+OpenAI files carry only their schema's keys, and never an empty user turn (OpenAI's format check
+rejects one): examples without a prompt are left out, and :class:`ExportResult` counts them.
+
+Files are written through :func:`lf_widgets._files.atomic_file`: never half written, mode 0600.
 
 PII: :func:`scrub_text` replaces e-mail addresses and phone numbers (and any extra patterns) with
 ``[email]`` / ``[phone]`` / ``[name]``. Unicode addresses (``张三@例子.中国``) count as e-mails.
@@ -23,21 +25,23 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from ._files import atomic_file
+from .feedback import KTOText, PairText, TextExamples, choose_objective, text_examples
 
-from .data import build_examples, choose_objective
-
-__all__ = ["EXPORT_FORMATS", "ScrubConfig", "ScrubReport", "ExportResult", "scrub_text",
-           "training_records", "export_training", "to_dataset"]
+__all__ = ["EXPORT_FORMATS", "NO_PROMPT", "ScrubConfig", "ScrubReport", "ExportResult",
+           "scrub_text", "build_records", "training_records", "export_training", "write_jsonl",
+           "to_dataset"]
 
 EXPORT_FORMATS = ("trl-sft", "trl-dpo", "trl-kto", "openai-sft", "openai-dpo")
 _OBJECTIVE = {"trl-sft": "sft", "trl-dpo": "dpo", "trl-kto": "kto", "openai-sft": "sft",
               "openai-dpo": "dpo"}
+NO_PROMPT = "no prompt"  # why an OpenAI export left an example out: it needs a user turn
 
 # -- PII scrubbing ------------------------------------------------------------------------------
 # Local part and domain labels use Unicode \w, so internationalised addresses are caught too
@@ -145,114 +149,110 @@ def _scrub_value(value: Any, config: ScrubConfig, counts: Counter) -> Any:
 
 
 # -- records ------------------------------------------------------------------------------------
-_END = 0x110000  # stand-in end-of-turn id: one past the last code point, never a character
-
-
-class _CodePoints:
-    """Stands in for a tokenizer in ``build_examples``: ids are code points, so text decodes exactly."""
-
-    chat_template, eos_token_id = None, _END
-
-    def get_vocab(self) -> dict:
-        return {}
-
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
-        return {"input_ids": [ord(c) for c in text]}
-
-
-class _TextOnly:
-    """The store as ``build_examples`` sees it, minus stored token ids (completions come from text)."""
-
-    def __init__(self, store):
-        self.samples = lambda: store.samples().assign(token_ids=None)
-        self.events = store.events
-
-
-def _text(ids) -> str:
-    return "".join(chr(i) for i in ids if i != _END)
-
-
-def _judgements(store) -> tuple[dict[int, set], dict[int, list[str]]]:
-    """Annotators with a current judgement of each sample, and its current critiques."""
-    judges: dict[int, set] = defaultdict(set)
-    critiques: dict[tuple[int, str], str] = {}
-    for e in store.events(active_only=True).sort_values("id").itertuples(index=False):
-        if pd.isna(e.sample_id):
-            continue
-        sid = int(e.sample_id)
-        judges[sid].add(e.annotator)
-        if e.kind == "critique":
-            critiques[(sid, e.annotator)] = e.value
-        elif e.kind == "preference" and isinstance(e.value, dict) and isinstance(e.value.get("other"), int):
-            judges[e.value["other"]].add(e.annotator)
-    by_sample: dict[int, list[str]] = defaultdict(list)
-    for (sid, _who), text in sorted(critiques.items()):
-        if isinstance(text, str) and text.strip():
-            by_sample[sid].append(text)
-    return judges, by_sample
-
-
-def _build(store, kind: str, *, scrub=None, chat: bool | None = None, min_good: float = 4,
-           max_bad: float = 2):
+def _objective_of(kind: str) -> str:
     if kind not in EXPORT_FORMATS:
         raise ValueError(f"kind must be one of {EXPORT_FORMATS}, got {kind!r}")
-    data = build_examples(_TextOnly(store), _CodePoints(), max_length=1 << 62,
-                          min_good=min_good, max_bad=max_bad)
-    judges, crits = _judgements(store)
-    objective = _OBJECTIVE[kind]
-    examples = {"sft": data.sft, "dpo": data.pairs, "kto": data.kto}[objective]
-    if kind.startswith("openai"):  # their schema is chat only
-        chat = True
-    elif chat is None:
-        chat = any(e.prompt for e in examples)
+    return _OBJECTIVE[kind]
 
-    def who(*sids) -> list[str]:
-        return sorted(set().union(*(judges.get(s, ()) for s in sids if s is not None)))
 
-    def user(prompt: str):
-        return [{"role": "user", "content": prompt}] if chat else prompt
+class _Form:
+    """Turns and metadata of one file's records: chat or plain, with who judged what."""
 
-    def bot(text: str):
-        return [{"role": "assistant", "content": text}] if chat else text
+    def __init__(self, texts: TextExamples, chat: bool):
+        self.texts, self.chat = texts, chat
 
-    records = []
-    for e in examples:
-        if objective == "dpo":
+    def user(self, prompt: str):
+        return [{"role": "user", "content": prompt}] if self.chat else prompt
+
+    def bot(self, text: str):
+        return [{"role": "assistant", "content": text}] if self.chat else text
+
+    def critiques(self, sample_id: int | None) -> list[str]:
+        return list(self.texts.critiques.get(sample_id, ()))
+
+    def trl(self, e) -> dict:
+        """A TRL record with its metadata columns."""
+        if isinstance(e, PairText):
             ids = (e.chosen_sample_id, e.rejected_sample_id)
-            texts = {"chosen": bot(_text(e.chosen_ids)), "rejected": bot(_text(e.rejected_ids))}
-            meta = {"chosen_sample_id": ids[0], "rejected_sample_id": ids[1],
-                    "chosen_critiques": crits.get(ids[0], []),
-                    "rejected_critiques": crits.get(ids[1], [])}
-        else:
-            ids = (e.sample_id,)
-            texts = {"completion": bot(_text(e.completion_ids))}
-            if objective == "kto":
-                texts["label"] = bool(e.desirable)
-            meta = {"sample_id": e.sample_id, "critiques": crits.get(e.sample_id, [])}
-        if kind == "openai-sft":
-            records.append({"messages": user(e.prompt) + texts["completion"]})
-        elif kind == "openai-dpo":
-            records.append({"input": {"messages": user(e.prompt)},
-                            "preferred_output": texts["chosen"],
-                            "non_preferred_output": texts["rejected"]})
-        else:
-            records.append({"prompt": user(e.prompt), **texts, **meta, "source": e.source,
-                            "annotators": who(*ids)})
+            return {"prompt": self.user(e.prompt), "chosen": self.bot(e.chosen),
+                    "rejected": self.bot(e.rejected), "chosen_sample_id": ids[0],
+                    "rejected_sample_id": ids[1], "chosen_critiques": self.critiques(ids[0]),
+                    "rejected_critiques": self.critiques(ids[1]), "source": e.source,
+                    "annotators": self.texts.annotators_of(*ids)}
+        label = {"label": bool(e.desirable)} if isinstance(e, KTOText) else {}
+        return {"prompt": self.user(e.prompt), "completion": self.bot(e.completion), **label,
+                "sample_id": e.sample_id, "critiques": self.critiques(e.sample_id),
+                "source": e.source, "annotators": self.texts.annotators_of(e.sample_id)}
 
+    def openai(self, e) -> dict:
+        """An OpenAI record: only its schema's keys."""
+        if isinstance(e, PairText):
+            return {"input": {"messages": self.user(e.prompt)},
+                    "preferred_output": self.bot(e.chosen),
+                    "non_preferred_output": self.bot(e.rejected)}
+        return {"messages": self.user(e.prompt) + self.bot(e.completion)}
+
+
+def _scrub_records(records: list[dict], scrub) -> tuple[list[dict], ScrubReport]:
     config = ScrubConfig() if scrub is True else scrub or None
     report = ScrubReport(enabled=config is not None)
-    if config is not None:
-        for i, record in enumerate(records):
-            counts: Counter = Counter()
-            records[i] = _scrub_value(record, config, counts)
-            report.counts.update(counts)
-            report.records_changed += bool(counts)
-    return records, report, data, objective
+    if config is None:
+        return records, report
+    out = []
+    for record in records:
+        counts: Counter = Counter()
+        out.append(_scrub_value(record, config, counts))
+        report.counts.update(counts)
+        report.records_changed += bool(counts)
+    return out, report
+
+
+def build_records(texts: TextExamples, kind: str, *, scrub: bool | ScrubConfig | None = None,
+                  chat: bool | None = None) -> tuple[list[dict], ScrubReport, Counter]:
+    """Text-level examples (:func:`lf_widgets.feedback.text_examples`) as records of one format.
+
+    Parameters are those of :func:`training_records`; ``texts`` is built once by the caller
+    (the training hand-off chooses its objective from the same examples it writes).
+
+    Returns
+    -------
+    (list of dict, ScrubReport, Counter)
+        The records, what scrubbing replaced, and reason → examples of this objective left out
+        (cleaning's reasons, e.g. ``"duplicate"`` or :data:`~lf_widgets.feedback.CUT_OFF`, and
+        for OpenAI formats :data:`NO_PROMPT`).
+    """
+    objective = _objective_of(kind)
+    examples = texts.of(objective)
+    left_out = Counter(texts.dropped_by[objective])
+    if kind.startswith("openai"):  # their schema is chat only, and an empty user turn is refused
+        kept = [e for e in examples if e.prompt.strip()]
+        if len(kept) < len(examples):
+            left_out[NO_PROMPT] += len(examples) - len(kept)
+        form = _Form(texts, chat=True)
+        records = [form.openai(e) for e in kept]
+    else:
+        form = _Form(texts, chat=any(e.prompt for e in examples) if chat is None else chat)
+        records = [form.trl(e) for e in examples]
+    records, report = _scrub_records(records, scrub)
+    return records, report, left_out
+
+
+def _records(store, kind: str, scrub, options: dict) -> tuple[list[dict], ScrubReport, Counter]:
+    """Records of ``kind``, or a ValueError saying what feedback to add when there are none."""
+    objective = _objective_of(kind)  # an unknown kind is refused before the store is read
+    chat = options.pop("chat", None)
+    texts = text_examples(store, **options)
+    records, report, left_out = build_records(texts, kind, scrub=scrub, chat=chat)
+    if not records:
+        choose_objective(texts, objective)  # raises with what feedback to add
+        raise ValueError(f"no {kind} record: its {left_out[NO_PROMPT]} examples have no prompt "
+                         "(imports), and OpenAI's format needs a user turn; use a TRL format")
+    return records, report, left_out
 
 
 def training_records(store, kind: str, *, scrub: bool | ScrubConfig | None = None,
-                     chat: bool | None = None, min_good: float = 4, max_bad: float = 2
-                     ) -> tuple[list[dict], ScrubReport]:
+                     chat: bool | None = None, min_good: float = 4, max_bad: float = 2,
+                     truncated_targets: bool = False) -> tuple[list[dict], ScrubReport]:
     """The current feedback as training records of one format.
 
     Parameters
@@ -262,7 +262,8 @@ def training_records(store, kind: str, *, scrub: bool | ScrubConfig | None = Non
         TRL records carry metadata columns too: ``sample_id`` (DPO: ``chosen_sample_id``, None
         for a correction, and ``rejected_sample_id``), ``source``, ``annotators`` (everyone with
         a current judgement of the sample(s)) and ``critiques`` (DPO: ``chosen_critiques``,
-        ``rejected_critiques``). OpenAI records have only their schema's keys.
+        ``rejected_critiques``). OpenAI records have only their schema's keys, and examples
+        without a prompt are left out of them (see :func:`export_training` for the count).
     scrub : bool or ScrubConfig, optional
         ``True`` scrubs e-mails and phones from every text field; a config says what to scrub.
     chat : bool, optional
@@ -270,39 +271,47 @@ def training_records(store, kind: str, *, scrub: bool | ScrubConfig | None = Non
         conversational unless no record has a prompt.
     min_good, max_bad : float
         Rating thresholds, as in :func:`lf_widgets.data.build_examples`.
+    truncated_targets : bool
+        Let samples cut off at ``max_new_tokens`` be targets (by default they are not).
 
     Returns
     -------
     (list of dict, ScrubReport)
         The records, in the order training builds its examples, and what scrubbing replaced.
     """
-    records, report, _, _ = _build(store, kind, scrub=scrub, chat=chat, min_good=min_good,
-                                   max_bad=max_bad)
+    texts = text_examples(store, min_good=min_good, max_bad=max_bad,
+                          truncated_targets=truncated_targets)
+    records, report, _ = build_records(texts, kind, scrub=scrub, chat=chat)
     return records, report
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """A written training file: where, how many records, and what scrubbing replaced."""
+    """A written training file: where, how many records, what scrubbing replaced, what was left out."""
 
-    path: Path
-    records: int
-    scrub_report: ScrubReport
+    path: Path  # the JSONL file
+    records: int  # lines written
+    scrub_report: ScrubReport  # what scrubbing replaced (``enabled`` False when it was off)
+    # reason → examples of this objective not written: cleaning's reasons ("duplicate",
+    # "cut off at max_new_tokens", …) and, for OpenAI formats, "no prompt"
+    left_out: Counter = field(default_factory=Counter)
 
 
-def _nonempty(store, kind: str, **kwargs):
-    records, report, data, objective = _build(store, kind, **kwargs)
-    if not records:
-        choose_objective(data, objective)  # raises with what feedback to add
-    return records, report
+def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Write ``records`` one JSON object a line (UTF-8, not ``\\u`` escapes), atomically, 0600."""
+    path = Path(path)
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
 
 
 def export_training(store, kind: str, path: str | os.PathLike, *,
-                    scrub: bool | ScrubConfig = False, **kwargs) -> ExportResult:
+                    scrub: bool | ScrubConfig = False, **options) -> ExportResult:
     """Write the records of :func:`training_records` as JSONL (UTF-8), atomically.
 
-    The file is written beside ``path`` and renamed, so ``path`` never holds half a file.
-    ``kwargs`` are ``chat``, ``min_good`` and ``max_bad``.
+    The file is written beside ``path`` and renamed, so ``path`` never holds half a file; it is
+    private (0600). ``options`` are ``chat``, ``min_good``, ``max_bad`` and ``truncated_targets``.
 
     Raises
     ------
@@ -310,23 +319,14 @@ def export_training(store, kind: str, path: str | os.PathLike, *,
         For an unknown ``kind``, or when the feedback gives no record of that kind (the message
         says what feedback to add).
     """
-    records, report = _nonempty(store, kind, scrub=scrub, **kwargs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return ExportResult(path, len(records), report)
+    records, report, left_out = _records(store, kind, scrub, options)
+    return ExportResult(write_jsonl(records, path), len(records), report, left_out)
 
 
-def to_dataset(store, kind: str, **kwargs):
+def to_dataset(store, kind: str, **options):
     """The records of :func:`training_records` as a ``datasets.Dataset`` (same keyword arguments)."""
     from datasets import Dataset
 
-    records, _ = _nonempty(store, kind, **kwargs)
+    scrub = options.pop("scrub", None)
+    records, _, _ = _records(store, kind, scrub, options)
     return Dataset.from_list(records)

@@ -3,7 +3,7 @@
 :func:`export_training_job` writes::
 
     folder/
-      data.jsonl     the feedback as TRL records (exports.export_training, trl-sft/-dpo/-kto)
+      data.jsonl     the feedback as TRL records (exports.build_records, trl-sft/-dpo/-kto)
       config.yaml    a plain TRL config: model, dataset, LoRA, optimiser, output_dir=adapter
       train.py       a ~40-line launcher around TRL's trainer, reading config.yaml
       command.txt    the one-line command, run inside the folder
@@ -15,6 +15,10 @@ Run it inside the folder (``cd folder && <command.txt>``)::
     accelerate launch --multi_gpu --num_processes 2 train.py --config config.yaml
 
 and load the result with ``Session(model=…, adapter="folder/adapter")``.
+
+The examples are built once (:func:`lf_widgets.feedback.text_examples`): the objective is chosen
+from the very examples data.jsonl holds. Every file is written atomically and privately (0600;
+the folder, when this creates it, and base_model/ 0700) through :mod:`lf_widgets._files`.
 
 Why a launcher and not ``trl sft --config config.yaml``: config.yaml *is* a TRL CLI config (the
 launcher parses it with TRL's own parser, so ``trl sft|dpo|kto --config config.yaml`` reads it the
@@ -34,16 +38,16 @@ import copy
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .exports import ScrubConfig, ScrubReport, _build, export_training
+from ._files import FOLDER_MODE, atomic_file, atomic_folder
+from .exports import ScrubConfig, ScrubReport, build_records, write_jsonl
+from .feedback import OBJECTIVES, choose_objective, text_examples
 
 __all__ = ["OBJECTIVES", "Job", "export_training_job"]
 
-OBJECTIVES = ("sft", "dpo", "kto")
 # What each TRL trainer reads; the metadata columns (sample ids, annotators, critiques) stay home.
 COLUMNS = {"sft": ["prompt", "completion"], "dpo": ["prompt", "chosen", "rejected"],
            "kto": ["prompt", "completion", "label"]}
@@ -181,13 +185,58 @@ def export_training_job(session_or_store, folder: str | os.PathLike, *, objectiv
         Unknown objective, no feedback for it (the message says what to add), a store without
         ``model=``, or KTO with ``batch_size < 2``.
     """
-    store, session = _store_and_session(session_or_store)
-    if session is None and model is None:
-        raise ValueError("exporting from a store: pass model= (a local model folder or hub id)")
-    objective = objective.lower()
-    objective, reason = _objective(store, objective)
+    store, owner = _store_and_owner(session_or_store)
+    objective, device = _check_options(owner, model, objective, num_processes, device)
+    texts = text_examples(store)  # built once: the objective is chosen from what is written
+    objective, reason = choose_objective(texts, objective)  # raises with what feedback to add
     if objective == "kto" and batch_size < 2:
         raise ValueError("KTO needs batch_size >= 2 (its KL estimate pairs examples within a batch)")
+
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)  # an existing one stays as it is
+    data_path = folder / "data.jsonl"
+    records, scrub_report, _ = build_records(texts, f"trl-{objective}", scrub=scrub)
+    if not keep_metadata:
+        records = [{k: r[k] for k in COLUMNS[objective]} for r in records]
+    write_jsonl(records, data_path)
+    base_model = _base_model(owner, model, folder, copy_base)
+    config = _trl_config(
+        objective, device, trl_args, model_name_or_path=base_model, lora_r=lora_r,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=target_modules,
+        learning_rate=lr, per_device_train_batch_size=batch_size, max_length=max_length,
+        **({"max_steps": steps} if steps is not None else {"num_train_epochs": epochs}),
+        seed=seed, **({"beta": beta} if objective in ("dpo", "kto") else {}))
+    config_path = folder / "config.yaml"
+    _write_atomic(config_path, _yaml(config, objective))
+    command = _command(num_processes)
+    _write_atomic(folder / "train.py", _LAUNCHER.replace("__TRAINER__", _TRAINERS[objective])
+                  .replace("__OBJECTIVE__", objective).replace("__COMMAND__", command))
+    _write_atomic(folder / "command.txt", command + "\n")
+    job = Job(folder, command, config_path, data_path, len(records), objective, base_model,
+              reason, scrub_report)
+    _write_atomic(folder / "README.txt", _readme(job, owner, config, num_processes, device))
+    return job
+
+
+# -- pieces -------------------------------------------------------------------------------------
+def _store_and_owner(obj):
+    """(store, model owner or None) of a Session or a FeedbackStore."""
+    if hasattr(obj, "store") and hasattr(obj, "model"):  # a Session; a remote one has no weights
+        return obj.store, obj.model if hasattr(obj.model, "call") else None
+    if hasattr(obj, "samples") and hasattr(obj, "current_events"):  # a FeedbackStore
+        return obj, None
+    raise TypeError(f"expected a Session or a FeedbackStore, got {type(obj).__name__}")
+
+
+def _check_options(owner, model, objective: str, num_processes: int, device: str | None
+                   ) -> tuple[str, str]:
+    """The objective (lower case) and device, once every option is known to be valid."""
+    if owner is None and model is None:
+        raise ValueError("exporting from a store or a remote model's session: pass model= "
+                         "(a local model folder or hub id)")
+    objective = objective.lower()
+    if objective not in (*OBJECTIVES, "auto"):
+        raise ValueError(f"objective must be 'sft', 'dpo', 'kto' or 'auto', got {objective!r}")
     if num_processes < 1:
         raise ValueError(f"num_processes must be at least 1, got {num_processes}")
     if device is None:
@@ -196,111 +245,59 @@ def export_training_job(session_or_store, folder: str | os.PathLike, *, objectiv
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return objective, device
 
-    folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    data_path = folder / "data.jsonl"
-    result = export_training(store, f"trl-{objective}", data_path, scrub=scrub)
-    if not keep_metadata:
-        _keep_columns(data_path, COLUMNS[objective])
-    base_model = _base_model(session, model, folder, copy_base)
 
+def _trl_config(objective: str, device: str, trl_args: dict | None, **settings) -> dict[str, Any]:
+    """config.yaml's values: ``settings`` (TRL names) around the parts every job shares."""
     config: dict[str, Any] = {
-        "model_name_or_path": base_model,
+        "model_name_or_path": settings.pop("model_name_or_path"),
         "datasets": [{"path": "json", "data_files": "data.jsonl", "split": "train",
                       "columns": COLUMNS[objective]}],
         "output_dir": "adapter",
         "use_peft": True,
-        "lora_r": lora_r,
-        "lora_alpha": lora_alpha,
-        "lora_dropout": lora_dropout,
-        "lora_target_modules": target_modules,
-        "learning_rate": lr,
-        "per_device_train_batch_size": batch_size,
-        "max_length": max_length,
-        **({"max_steps": steps} if steps is not None else {"num_train_epochs": epochs}),
+        **settings,
         "logging_steps": 1,
         # the launcher (and TRL's scripts) save the final adapter into output_dir themselves;
         # "no" keeps checkpoint-N folders out of it
         "save_strategy": "no",
         "report_to": "none",
-        "seed": seed,
     }
-    if objective in ("dpo", "kto"):
-        config["beta"] = beta
     if device == "cpu":  # fp32; TRL's default gradient checkpointing doubles a CPU step's time
         config.update(use_cpu=True, bf16=False, gradient_checkpointing=False)
     config.update(trl_args or {})
-    config_path = folder / "config.yaml"
-    _write_atomic(config_path, _yaml(config, objective))
-
-    command = _command(num_processes)
-    _write_atomic(folder / "train.py", _LAUNCHER.replace("__TRAINER__", _TRAINERS[objective])
-                  .replace("__OBJECTIVE__", objective).replace("__COMMAND__", command))
-    _write_atomic(folder / "command.txt", command + "\n")
-    job = Job(folder, command, config_path, data_path, result.records, objective, base_model,
-              reason, result.scrub_report)
-    _write_atomic(folder / "README.txt", _readme(job, session, config, num_processes, device))
-    return job
+    return config
 
 
-# -- pieces -------------------------------------------------------------------------------------
-def _store_and_session(obj):
-    if hasattr(obj, "store") and hasattr(obj, "tokenizer"):  # a Session
-        return obj.store, obj
-    if hasattr(obj, "samples") and hasattr(obj, "events"):  # a FeedbackStore
-        return obj, None
-    raise TypeError(f"expected a Session or a FeedbackStore, got {type(obj).__name__}")
-
-
-def _objective(store, objective: str) -> tuple[str, str]:
-    from .data import choose_objective
-
-    if objective not in (*OBJECTIVES, "auto"):
-        raise ValueError(f"objective must be 'sft', 'dpo', 'kto' or 'auto', got {objective!r}")
-    kind = "trl-sft" if objective == "auto" else f"trl-{objective}"
-    _, _, data, _ = _build(store, kind)  # text-level examples, as the export writes them
-    return choose_objective(data, objective)  # raises with what feedback to add
-
-
-def _keep_columns(path: Path, columns: list[str]) -> None:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines]
-    _write_atomic(path, "".join(json.dumps({k: r[k] for k in columns}, ensure_ascii=False) + "\n"
-                                for r in records))
-
-
-def _base_model(session, model, folder: Path, copy_base: bool) -> str:
+def _base_model(owner, model, folder: Path, copy_base: bool) -> str:
     if model is not None:
         path = Path(model).expanduser()
         return str(path.resolve()) if path.is_dir() else str(model)
-    name = str(getattr(session.model, "name_or_path", "") or "")
+    name = owner.call(lambda: str(getattr(owner.model, "name_or_path", "") or ""),
+                      name="model path")
     if not copy_base:
         if name and Path(name).expanduser().is_dir():
             return str(Path(name).expanduser().resolve())
         if _HUB_ID.match(name):
             return name
-    _save_base(session, folder / "base_model")
+    _save_base(owner, folder / "base_model")
     return "base_model"
 
 
-def _save_base(session, dest: Path) -> None:
-    """Save the session's base model (without any adapter) and its tokenizer to ``dest``."""
+def _save_base(owner, dest: Path) -> None:
+    """Save the base model (without any adapter) and its tokenizer to ``dest``, on the model's
+    thread (the one that may touch it)."""
     from peft import PeftModel
 
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with session.model_lock:
-            model = session.model
-            if isinstance(model, PeftModel):  # a copy without the LoRA layers; the live one stays
-                model = copy.deepcopy(model).unload()
-            model.save_pretrained(tmp)
-            session.tokenizer.save_pretrained(tmp)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    def save(tmp: Path) -> None:
+        model = owner.model
+        if isinstance(model, PeftModel):  # a copy without the LoRA layers; the live one stays
+            model = copy.deepcopy(model).unload()
+        model.save_pretrained(tmp)
+        owner.tokenizer.save_pretrained(tmp)
+
+    with atomic_folder(dest) as tmp:
+        owner.call(lambda: save(tmp), name="save base model")
 
 
 def _command(num_processes: int) -> str:
@@ -317,14 +314,21 @@ def _yaml(config: dict, objective: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _readme(job: Job, session, config: dict, num_processes: int, device: str) -> str:
+def _load_lines(job: Job, owner) -> list[str]:
+    """README's last part: how to load the trained adapter."""
     base, adapter = job.base_model, job.adapter_path
     if base == "base_model":
         load = f'Session(model="{job.folder / "base_model"}", adapter="{adapter}")'
-    elif session is not None and base == str(_default_folder()):
+    elif owner is not None and base == str(_default_folder()):
         load = f'Session(adapter="{adapter}")'
     else:
         load = f'Session(model="{base}", adapter="{adapter}")'
+    return ["Load the result:", "  from lf_widgets import Session", f"  s = {load}",
+            '  s.ab_test(prompts, models=("base", "tuned"))',
+            f'or with peft: PeftModel.from_pretrained(<base model>, "{adapter}")']
+
+
+def _readme(job: Job, owner, config: dict, num_processes: int, device: str) -> str:
     steps = (f"{config['max_steps']} steps" if "max_steps" in config
              else f"{config['num_train_epochs']:g} epochs")
     batch = config["per_device_train_batch_size"]
@@ -343,7 +347,7 @@ def _readme(job: Job, session, config: dict, num_processes: int, device: str) ->
         f"  train.py      launcher: TRL's {_TRAINERS[job.objective]} + peft LoRA, reads config.yaml",
         ("  adapter/      after training: the PEFT adapter (adapter_config.json, "
          "adapter_model.safetensors)"),
-        f"Base model: {base}",
+        f"Base model: {job.base_model}",
         "",
         "Run, in this folder (needs trl, peft, accelerate, datasets):",
         f'  cd "{job.folder}"',
@@ -363,11 +367,7 @@ def _readme(job: Job, session, config: dict, num_processes: int, device: str) ->
         "  (on CPUs it can hang at exit after saving, a gloo teardown race; train.py avoids it).",
         "  Offline machine: export HF_HUB_OFFLINE=1 first.",
         "",
-        "Load the result:",
-        "  from lf_widgets import Session",
-        f"  s = {load}",
-        '  s.ab_test(prompts, models=("base", "tuned"))',
-        f'or with peft: PeftModel.from_pretrained(<base model>, "{adapter}")',
+        *_load_lines(job, owner),
     ]
     return "\n".join(lines) + "\n"
 
@@ -379,9 +379,5 @@ def _default_folder() -> Path:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -1,15 +1,20 @@
 """Feedback → training examples: mapping table, cleaning, objective choice, collation, batching."""
 
+import ast
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
 from lf_widgets.data import (KTOExample, PairExample, SFTExample, TrainingData, build_examples,
                              choose_objective, collate_kto, collate_pairs, collate_sft,
-                             length_batches, padding_waste, sequence_key)
-from lf_widgets.generation import chat_prompt_ids
+                             length_batches, padding_waste, sample_example_ids, sequence_key)
+from lf_widgets.feedback import CUT_OFF
+from lf_widgets.sampling import chat_prompt_ids
 from lf_widgets.store import FeedbackStore, SampleRecord
 
 END = 2  # <|im_end|> in the tiny tokenizer (also its eos and pad)
@@ -506,3 +511,122 @@ def test_padding_waste_counts_both_rows_of_a_pair():
     pair = PairExample("q", (1,), (2, 3, 4), (5,), 1, 2, "ratings")  # rows of 4 and 2 tokens
     assert padding_waste([[pair]]) == pytest.approx(2 / 8)
     assert padding_waste([[_sft(0), _sft(1)]]) == 0.0 and padding_waste([]) == 0.0
+
+
+# -- current judgements come from the store's view -------------------------------------------------
+def test_a_changed_preference_gives_one_pair_and_an_undone_one_none(store, tok):
+    a, b = add(store, token_ids=(10, END)), add(store, token_ids=(11, END))
+    prefer(store, a, b, "a")
+    prefer(store, a, b, "b")  # same pair, changed mind: only the new choice counts
+    (pair,) = build_examples(store, tok).pairs
+    assert (pair.chosen_sample_id, pair.rejected_sample_id) == (b, a)
+    store.undo("ann")  # undoes the change: the first choice is current again
+    (pair,) = build_examples(store, tok).pairs
+    assert (pair.chosen_sample_id, pair.rejected_sample_id) == (a, b)
+    store.undo("ann")  # and now nothing is left
+    data = build_examples(store, tok)
+    assert data.pairs == [] and not data.dropped and not data.unpaired
+
+
+# -- samples cut off at max_new_tokens ------------------------------------------------------------
+def cut_off(store, text, prompt=Q, token_ids=(30, 31)):
+    """A sample generation stopped at max_new_tokens: no end-of-turn token."""
+    return store.add_samples([SampleRecord(text, prompt, list(token_ids), truncated=True)])[0]
+
+
+def test_a_cut_off_sample_is_no_target_but_may_be_a_bad_example(store, tok):
+    good_cut, bad_cut = cut_off(store, "Paris is the", token_ids=(30, 31)), \
+        cut_off(store, "Lyon is", token_ids=(40, 41))
+    rate(store, good_cut, 5)
+    rate(store, bad_cut, 1)
+    data = build_examples(store, tok)
+    assert data.sft == []  # it would teach the cut, with no end-of-turn token
+    assert [(e.sample_id, e.desirable) for e in data.kto] == [(bad_cut, False)]
+    assert data.pairs == []  # good_cut ≻ bad_cut would make the cut-off text the chosen side
+    assert data.dropped_by["sft"] == data.dropped_by["kto"] == data.dropped_by["dpo"] == \
+        Counter({CUT_OFF: 1})
+    assert data.summary().loc[["sft", "dpo", "kto"], f"dropped: {CUT_OFF}"].tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match=f"1 {CUT_OFF} was left out"):
+        choose_objective(data, "sft")
+    kept = build_examples(store, tok, truncated_targets=True)  # asked for: targets after all
+    assert [e.sample_id for e in kept.sft] == [good_cut] and len(kept.pairs) == 1
+
+
+def test_a_correction_of_a_cut_off_sample_is_a_target_and_the_chosen_side(store, tok):
+    s = cut_off(store, "Paris is the", token_ids=(30, 31))
+    rate(store, s, 4)
+    store.record(s, "correction", "Paris is the capital.", "ann")
+    fixed = text_ids(tok, "Paris is the capital.")
+    data = build_examples(store, tok)
+    assert data.sft == [SFTExample(Q, P(tok), fixed, s, "correction")]
+    assert data.pairs == [PairExample(Q, P(tok), fixed, (30, 31), None, s, "correction")]
+    assert data.kto == [KTOExample(Q, P(tok), fixed, True, s, "correction")]
+    objective, reason = choose_objective(data)
+    assert objective == "sft" and f"1 {CUT_OFF} was left out" in reason
+
+
+def test_pair_sources_read_as_words():
+    pairs = [PairExample("q", (1,), (10 + i, END), (20 + i, END), i, 100 + i, "ratings")
+             for i in range(4)] + \
+            [PairExample("q", (1,), (30 + i, END), (40 + i, END), None, 200 + i, "correction")
+             for i in range(2)] + [_pair(9)]
+    _, reason = choose_objective(TrainingData(pairs=pairs))
+    assert reason.startswith("DPO on 7 preference pairs (4 from ratings, 2 from corrections, "
+                             "1 from a preference): ")
+
+
+# -- one sample's ids (the stepper's way in) ------------------------------------------------------
+def test_sample_example_ids_are_those_training_uses(store, tok):
+    stored = add(store, token_ids=(300, 301, END))
+    imported = add(store, text="Paris.", prompt=None, token_ids=None)
+    rows = {int(r.sample_id): r for r in store.samples().itertuples(index=False)}
+    assert sample_example_ids(tok, rows[stored]) == (P(tok), (300, 301, END))
+    assert sample_example_ids(tok, rows[imported]) == (P(tok, ""), text_ids(tok, "Paris."))
+    rate(store, imported, 5)
+    (ex,) = build_examples(store, tok).sft
+    assert (ex.prompt_ids, ex.completion_ids) == sample_example_ids(tok, rows[imported])
+
+
+# -- module structure ------------------------------------------------------------------------------
+PACKAGE = Path(__file__).parents[1] / "lf_widgets"
+OURS = ("data", "batching", "feedback", "exports", "handoff")
+# Imports a module alone, with the package's __init__ (which imports the Session, the lead's)
+# left out: what is loaded is what the module itself needs.
+ALONE = ("import sys, types; pkg = types.ModuleType('lf_widgets'); pkg.__path__ = [{path!r}]; "
+         "sys.modules['lf_widgets'] = pkg; import lf_widgets.{name}; ")
+
+
+def _relative_imports(path: Path) -> set[str]:
+    """Package modules ``path`` imports anywhere (top level, functions, TYPE_CHECKING)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names |= {node.module} if node.module else {a.name for a in node.names}
+    return {n.split(".")[0] for n in names}
+
+
+def test_no_import_cycle_through_these_modules():
+    graph = {p.stem: _relative_imports(p) for p in PACKAGE.glob("*.py")}
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        return any(n == goal or (n not in seen and not seen.add(n) and reaches(n, goal, seen))
+                   for n in graph.get(start, ()))
+
+    assert [m for m in OURS if reaches(m, m, set())] == []
+    assert graph["batching"] == set()  # collates whatever has the fields; knows no example class
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_each_module_imports_alone(name):
+    code = ALONE.format(path=str(PACKAGE), name=name)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_text_stage_and_exports_load_no_torch():
+    code = ALONE.format(path=str(PACKAGE), name="feedback") + (
+        "import lf_widgets.exports, lf_widgets.handoff; "
+        "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

@@ -1,35 +1,57 @@
 """Training-file exports (TRL SFT/DPO/KTO, OpenAI SFT/DPO) and PII scrubbing."""
 
 import json
+import stat
 from collections import Counter
+from typing import NamedTuple
 
 import pytest
 
 from lf_widgets.data import build_examples
-from lf_widgets.exports import (EXPORT_FORMATS, ScrubConfig, export_training, scrub_text,
-                                to_dataset, training_records)
+from lf_widgets.exports import (EXPORT_FORMATS, NO_PROMPT, ScrubConfig, export_training,
+                                scrub_text, to_dataset, training_records)
+from lf_widgets.feedback import CUT_OFF
 from lf_widgets.store import FeedbackStore, SampleRecord
 
 PROMPT, PROMPT2 = "Say hi", "Write a poem about the sea"
 CORRECTION = "Hello! How can I help you today?"
+ANSWERS = {"a": "Hello!", "b": "Hi", "c": "Hey there, how are you?", "d": "Go away.",
+           "p": "Waves roll in, waves roll out.", "q": "The sea is wet."}
+
+
+class Sample(NamedTuple):
+    sample_id: int
+    text: str
+
+
+class Feedback(NamedTuple):
+    store: FeedbackStore
+    tokenizer: object
+
+
+def generated(tok, text, prompt, truncated=False):
+    """A sample as generation stores it: its token ids, ending with <|im_end|> unless cut off."""
+    ids = tok(text, add_special_tokens=False)["input_ids"] + ([] if truncated else [2])
+    return SampleRecord(text=text, prompt=prompt, token_ids=ids, truncated=truncated)
 
 
 @pytest.fixture
-def feedback(session):
+def feedback(tiny):
     """Four samples of one prompt rated 5/1/4/2, a correction, a critique, a preference on a
     second prompt, and an import without a prompt rated 5."""
-    a, b, c, d = session.generate(PROMPT, n=4, max_new_tokens=6, seed=0, progress=False)
-    p, q = session.generate(PROMPT2, n=2, max_new_tokens=6, seed=1, progress=False)
-    for sample, rating in zip((a, b, c, d), (5, 1, 4, 2)):
-        session.record_rating(sample.sample_id, rating)
-    session.record_correction(d.sample_id, CORRECTION)
-    session.record_critique(b.sample_id, "too short")
-    session.store.record(p.sample_id, "preference", {"other": q.sample_id, "choice": "a"}, "ann")
-    [imp] = session.store.add_samples([SampleRecord(text="An imported answer.", source="import:x")])
-    session.store.record(imp, "rating", 5, "bob")
-    texts = {s.sample_id: s.text for s in (a, b, c, d, p, q)}
-    assert all(t.strip() for t in texts.values()) and len(set(texts.values())) == 6
-    return session, dict(a=a, b=b, c=c, d=d, p=p, q=q, imp=imp)
+    tok = tiny[1]
+    store = FeedbackStore(":memory:")
+    records = [generated(tok, ANSWERS[k], PROMPT if k in "abcd" else PROMPT2) for k in ANSWERS]
+    ids = {k: Sample(i, ANSWERS[k]) for k, i in zip(ANSWERS, store.add_samples(records))}
+    for key, rating in zip("abcd", (5, 1, 4, 2)):
+        store.record(ids[key].sample_id, "rating", rating, "ann")
+    store.record(ids["d"].sample_id, "correction", CORRECTION, "ann")
+    store.record(ids["b"].sample_id, "critique", "too short", "ann")
+    store.record(ids["p"].sample_id, "preference", {"other": ids["q"].sample_id, "choice": "a"}, "ann")
+    [imp] = store.add_samples([SampleRecord(text="An imported answer.", source="import:x")])
+    store.record(imp, "rating", 5, "bob")
+    yield Feedback(store, tok), dict(ids, imp=imp)
+    store.close()
 
 
 def read_jsonl(path):
@@ -163,16 +185,18 @@ def test_to_dataset(feedback):
 # -- OpenAI files ---------------------------------------------------------------------------------
 def test_openai_sft_file(feedback, tmp_path):
     s, ids = feedback
-    lines = read_jsonl(export_training(s.store, "openai-sft", tmp_path / "o.jsonl").path)
-    assert len(lines) == 4
+    result = export_training(s.store, "openai-sft", tmp_path / "o.jsonl")
+    lines = read_jsonl(result.path)
+    # the import has no prompt: OpenAI's format check refuses an empty user turn, so it is left
+    # out (TRL files keep it, see test_records_follow_the_training_mapping) and counted
+    assert len(lines) == result.records == 3 and result.left_out == Counter({NO_PROMPT: 1})
     for line in lines:
         assert set(line) == {"messages"}
         assert [m["role"] for m in line["messages"]] == ["user", "assistant"]
         assert all(set(m) == {"role", "content"} and isinstance(m["content"], str)
-                   for m in line["messages"])
+                   and m["content"].strip() for m in line["messages"])
     pairs = {(line["messages"][0]["content"], line["messages"][1]["content"]) for line in lines}
-    assert pairs == {(PROMPT, ids["a"].text), (PROMPT, ids["c"].text), (PROMPT, CORRECTION),
-                     ("", "An imported answer.")}
+    assert pairs == {(PROMPT, ids["a"].text), (PROMPT, ids["c"].text), (PROMPT, CORRECTION)}
 
 
 def test_openai_dpo_file(feedback, tmp_path):
@@ -201,6 +225,68 @@ def test_file_is_utf8_and_replaced_atomically(tmp_path):
         export_training(store, "openai-sft", path)
         assert "这是一个很好的文章。" in path.read_bytes().decode("utf-8")  # not \u escapes
         assert [p.name for p in tmp_path.iterdir()] == ["sft.jsonl"]  # no temp file left
+
+
+def test_openai_files_never_have_an_empty_user_turn(tmp_path):
+    with FeedbackStore(":memory:") as store:
+        imp, other = store.add_samples([SampleRecord(text="Imported answer."),
+                                        SampleRecord(text="Fine.", prompt="Say something")])
+        store.record(imp, "rating", 5, "ann")
+        store.record(imp, "correction", "A better imported answer.", "ann")  # a pair, no prompt
+        store.record(other, "rating", 5, "ann")
+        sft = export_training(store, "openai-sft", tmp_path / "sft.jsonl")
+        dpo_records, _ = training_records(store, "openai-dpo")
+        assert dpo_records == []  # the one pair has no prompt
+        with pytest.raises(ValueError, match="no openai-dpo record: its 1 examples have no prompt"):
+            export_training(store, "openai-dpo", tmp_path / "dpo.jsonl")
+        assert not (tmp_path / "dpo.jsonl").exists()
+        trl, _ = training_records(store, "trl-dpo")  # TRL keeps it (plain form: no prompt)
+        assert [r["prompt"] for r in trl] == [""]
+    lines = read_jsonl(sft.path)
+    assert [line["messages"] for line in lines] == [user("Say something") + bot("Fine.")]
+    assert sft.records == 1 and sft.left_out == Counter({NO_PROMPT: 2})  # rating + correction
+
+
+def test_cut_off_samples_are_no_target_in_any_export(tiny, tmp_path):
+    tok = tiny[1]
+    with FeedbackStore(":memory:") as store:
+        cut, done, bad = store.add_samples([
+            generated(tok, "The sea is", PROMPT2, truncated=True),
+            generated(tok, "The sea is wide.", PROMPT2),
+            generated(tok, "Sea sea sea sea", PROMPT2, truncated=True)])
+        for sample, rating in ((cut, 5), (done, 4), (bad, 1)):
+            store.record(sample, "rating", rating, "ann")
+        store.record(cut, "correction", "The sea is deep.", "ann")
+        sft, _ = training_records(store, "trl-sft")
+        assert [(r["source"], r["completion"]) for r in sft] == [
+            ("rating", bot("The sea is wide.")), ("correction", bot("The sea is deep."))]
+        kto, _ = training_records(store, "trl-kto")
+        assert [(r["completion"], r["label"]) for r in kto] == [
+            (bot("The sea is wide."), True), (bot("Sea sea sea sea"), False),
+            (bot("The sea is deep."), True)]  # cut off and bad is a fine bad example
+        dpo = read_jsonl(export_training(store, "openai-dpo", tmp_path / "d.jsonl").path)
+        assert [(r["preferred_output"], r["non_preferred_output"]) for r in dpo] == [
+            (bot("The sea is wide."), bot("Sea sea sea sea")),  # cut ≻ anything: left out
+            (bot("The sea is deep."), bot("The sea is"))]  # the correction ≻ the cut original
+        result = export_training(store, "openai-sft", tmp_path / "s.jsonl")
+        assert result.records == 2 and result.left_out == Counter({CUT_OFF: 1})
+        assert export_training(store, "trl-dpo", tmp_path / "t.jsonl").left_out == \
+            Counter({CUT_OFF: 2})  # cut ≻ done and cut ≻ bad
+        # the training examples agree, and the cleaning summary says why
+        data = build_examples(store, tok)
+        assert (len(data.sft), len(data.pairs), len(data.kto)) == (len(sft), len(dpo), len(kto))
+        assert data.summary()[f"dropped: {CUT_OFF}"].tolist() == [1, 2, 1]
+        opted_in, _ = training_records(store, "trl-sft", truncated_targets=True)
+        assert len(opted_in) == 3
+
+
+def test_exports_are_private_files(tmp_path):
+    with FeedbackStore(":memory:") as store:
+        [x] = store.add_samples([SampleRecord(text="Fine answer.", prompt="q")])
+        store.record(x, "rating", 5, "ann")
+        for kind in EXPORT_FORMATS[:1] + EXPORT_FORMATS[3:4]:
+            path = export_training(store, kind, tmp_path / "out" / f"{kind}.jsonl").path
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 # -- PII ------------------------------------------------------------------------------------------
@@ -280,7 +366,8 @@ def test_every_format_is_listed():
 
 def test_session_export_dispatch(session, tmp_path):
     samples = session.generate(["p"], n=2, max_new_tokens=4, seed=0, progress=False)
-    session.record_rating(samples[0].sample_id, 5)
+    # a correction: 4 tokens of the tiny random model are cut off, no SFT target themselves
+    session.record_correction(samples[0].sample_id, "A complete answer.")
     result = session.export("openai-sft", tmp_path / "o.jsonl")
     assert result.records == 1 and result.path.is_file()
     assert session.to_dataset("trl-sft").num_rows == 1

@@ -7,6 +7,7 @@ CPU processes, offline), then load the adapter into a Session. ~25-40 s each on 
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -15,19 +16,32 @@ import torch
 from safetensors.torch import load_file
 
 import lf_widgets as lfw
+from lf_widgets.feedback import text_examples
 from lf_widgets.handoff import COLUMNS, Job, export_training_job
 from lf_widgets.models import tiny_model
+from lf_widgets.store import SampleRecord
 
 PROMPTS = ("Say hi", "Write a poem about the sea")
 
 
+ANSWERS = (("Hello!", "Go away.", "Hi, how can I help?", "What?"),
+           ("Waves roll in, waves roll out.", "No.", "The sea is deep and blue.", "Water."))
+
+
 @pytest.fixture
 def rated(session):
-    """Two prompts, four samples each, rated 5/1/4/2: SFT, DPO and KTO examples all exist."""
-    for seed, prompt in enumerate(PROMPTS):
-        samples = session.generate(prompt, n=4, max_new_tokens=8, seed=seed, progress=False)
-        for sample, rating in zip(samples, (5, 1, 4, 2)):
-            session.record_rating(sample.sample_id, rating)
+    """Two prompts, four samples each, rated 5/1/4/2: SFT, DPO and KTO examples all exist.
+
+    Stored as generation stores a finished sample (its ids end with <|im_end|>): the tiny random
+    model's own samples are cut off at max_new_tokens, and those are no SFT targets.
+    """
+    tok = session.tokenizer
+    for prompt, answers in zip(PROMPTS, ANSWERS):
+        ids = session.store.add_samples([
+            SampleRecord(text, prompt, tok(text, add_special_tokens=False)["input_ids"] + [2])
+            for text in answers])
+        for sample_id, rating in zip(ids, (5, 1, 4, 2)):
+            session.record_rating(sample_id, rating)
     return session
 
 
@@ -59,6 +73,11 @@ def test_job_folder_is_a_trl_config_with_data(rated, tmp_path, objective):
     assert job.command == (folder / "command.txt").read_text().strip() == (
         "accelerate launch --multi_gpu --num_processes 2 train.py --config config.yaml")
     assert job.command in (folder / "README.txt").read_text()
+    # private, like the feedback log: files 0600, folders 0700
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "base_model").stat().st_mode) == 0o700
+    for path in [*folder.iterdir(), *(folder / "base_model").iterdir()]:
+        assert path.is_dir() or stat.S_IMODE(path.stat().st_mode) == 0o600, path
     records = read_jsonl(job.data_path)
     assert len(records) == job.records == {"sft": 4, "dpo": 12, "kto": 8}[objective]
     assert all(list(r) == COLUMNS[objective] for r in records)  # no annotators, no sample ids
@@ -85,8 +104,9 @@ def test_job_folder_is_a_trl_config_with_data(rated, tmp_path, objective):
     tok = AutoTokenizer.from_pretrained(folder / "base_model")
     assert tok.chat_template == rated.tokenizer.chat_template
     ids = torch.tensor([rated.tokenizer.encode("What is the capital of France?")])
+    owner = rated.model  # the session's model owner: its model is used on its own thread
     with torch.no_grad():
-        torch.testing.assert_close(base(ids).logits, rated.model(ids).logits)
+        torch.testing.assert_close(base(ids).logits, owner.call(lambda: owner.model(ids).logits))
 
 
 def test_job_options(rated, tmp_path):
@@ -125,6 +145,18 @@ def test_job_options(rated, tmp_path):
         export_training_job(rated, tmp_path / "x", objective="kto", batch_size=1)
     with pytest.raises(ValueError, match="objective"):
         export_training_job(rated, tmp_path / "x", objective="ppo")
+
+
+def test_examples_are_built_once_and_chosen_from_what_is_written(rated, tmp_path, monkeypatch):
+    from lf_widgets import handoff
+
+    calls = []
+    monkeypatch.setattr(handoff, "text_examples",
+                        lambda store, **kw: calls.append(store) or text_examples(store, **kw))
+    job = export_training_job(rated, tmp_path / "job", objective="auto")
+    assert calls == [rated.store]
+    assert job.objective == "dpo" and job.records == 12
+    assert "12 preference pairs (12 from ratings)" in job.reason
 
 
 def test_no_feedback_says_what_to_add(session, tmp_path):
@@ -184,11 +216,16 @@ def test_job_trains_an_adapter_with_two_processes(rated, tmp_path, objective):
                         annotator="ann", adapter=adapter)
     try:
         assert tuned.adapter_step == 4
-        tuned_logits = logits(tuned.model, tuned.tokenizer)
+        owner = tuned.model  # the session's model owner: its model is used on its own thread
+
+        def as_base():
+            with owner.use("base"):  # the adapter disabled
+                return logits(owner.model, tuned.tokenizer)
+
+        tuned_logits = owner.call(lambda: logits(owner.model, tuned.tokenizer))
         base_logits = logits(base_model, base_tok)
         assert (tuned_logits - base_logits).abs().max() > 1e-3
-        with tuned.model.disable_adapter():
-            torch.testing.assert_close(logits(tuned.model, tuned.tokenizer), base_logits)
+        torch.testing.assert_close(owner.call(as_base), base_logits)
         panel = tuned.ab_test(list(PROMPTS), models=("base", "tuned"), display=False, seed=0,
                               max_new_tokens=4)
         assert panel.total == 2
