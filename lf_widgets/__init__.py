@@ -8,5 +8,10 @@
 from .store import FeedbackStore
 from .session import Sample, Session
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
 __all__ = ["Session", "Sample", "FeedbackStore", "__version__"]
-__version__ = "0.1.0"
+try:
+    __version__ = _version("lf-widgets")  # one place for the version: pyproject.toml
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -8,32 +8,42 @@ widget's state — until the person asks for the reveal.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import random
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
 from .evaluation import ABResult, ab_summary
 from .sampling import SamplingConfig
 from .panels._pair import PairItem
-from .store import SampleRecord
 
-__all__ = ["ABTest", "build_test", "assign_sides", "votes_frame", "summarise"]
+__all__ = ["ABTest", "start_test", "assign_sides", "votes_frame", "summarise", "contenders_of"]
 
 
 @dataclass
 class ABTest:
-    """One blind comparison: its items and the hidden side assignment."""
+    """One blind comparison: its items (filled in as both answers arrive) and the hidden sides."""
 
     test_id: str  # written with every vote, so results can be grouped per test
     contenders: tuple[str, str]  # e.g. ("base", "tuned")
-    items: list[PairItem] = field(default_factory=list)
+    items: list[PairItem] = field(default_factory=list)  # complete items, in the order completed
     hidden: list[tuple[str, str]] = field(default_factory=list)  # per item: (left, right) contender
+    total: int = 0  # items the test will have
+    requests: list = field(default_factory=list)  # the GenerationRequests writing the answers
+    listeners: list = field(default_factory=list)  # called (no arguments) when an item completes
+
+    def changed(self) -> None:
+        for callback in list(self.listeners):
+            callback()
+
+    def wait(self) -> ABTest:
+        """Block until every answer is written (scripts; panels fill in as items complete)."""
+        for request in self.requests:
+            request.wait()
+        return self
 
     def __repr__(self) -> str:  # never print the assignment by accident
         return f"ABTest({self.test_id!r}, {self.contenders[0]!r} vs {self.contenders[1]!r}, {len(self.items)} items)"
@@ -45,75 +55,60 @@ def assign_sides(n_items: int, contenders: tuple[str, str], rng: random.Random) 
     return [(a, b) if rng.random() < 0.5 else (b, a) for _ in range(n_items)]
 
 
-@contextlib.contextmanager
-def contender(session, name: str) -> Iterator[int | None]:
-    """Put the session's model in ``name``'s state (under the model lock); yields its adapter step."""
-    from peft import PeftModel
-
-    model = session.model
-    with session.model_lock:
-        if name == "base":
-            ctx = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
-            with ctx:
-                yield None
-            return
-        if not isinstance(model, PeftModel):
-            raise ValueError(f"contender {name!r} needs an adapter: train() first, or start the "
-                             "Session with adapter=<folder>")
-        if name == "tuned":
-            yield session.adapter_step
-            return
-        path = Path(name)
-        if not (path / "adapter_config.json").is_file():
-            raise ValueError(f"contender must be 'base', 'tuned' or an adapter folder; {name!r} is none")
-        adapter = "ab-" + hashlib.blake2b(str(path.resolve()).encode(), digest_size=6).hexdigest()
-        if adapter not in model.peft_config:
-            model.load_adapter(str(path), adapter_name=adapter, is_trainable=False)
-        previous = model.active_adapter
-        model.set_adapter(adapter)
-        try:
-            from .trainer import ADAPTER_META
-            import json
-
-            meta_file = path / ADAPTER_META
-            yield json.loads(meta_file.read_text()).get("step") if meta_file.is_file() else None
-        finally:
-            model.set_adapter(previous)  # also makes the training adapter trainable again
-
-
-def build_test(session, prompts: Sequence[str], n: int, contenders: tuple[str, str],
+def start_test(start_generation, prompts: Sequence[str], n: int, contenders: tuple[str, str],
                config: SamplingConfig, seed: int | None = None) -> ABTest:
-    """Generate one sample per contender for each prompt × n, store them, shuffle sides."""
+    """Start generating one sample per contender for each prompt × n; returns the test at once.
+
+    ``start_generation`` is :meth:`lf_widgets.Session.start_generation`. Prompts go in chunks of
+    ``config.batch_size``, each chunk for both contenders in turn, so items become complete
+    (and votable) while later ones are still being written. An item joins ``test.items`` only
+    once both of its answers are stored: nothing about sides is shown before.
+    """
     if len(contenders) != 2 or contenders[0] == contenders[1]:
         raise ValueError(f"models must name two different contenders, got {contenders!r}")
     test = ABTest(uuid.uuid4().hex[:12], tuple(contenders))
     repeated = [p for p in prompts for _ in range(n)]
-    outputs = {}
-    from .generation import sample_completions
-
-    for name in contenders:
-        with contender(session, name) as step:
-            completions = [c for batch in sample_completions(
-                session.model, session.tokenizer, repeated, 1, config, lock=session.model_lock,
-                progress=False) for c in batch]
-        records = [SampleRecord(text=c.text, prompt=c.prompt, token_ids=c.token_ids,
-                                model=session.model_name, adapter_step=step,
-                                params={**config.as_params(), "contender": name,
-                                        "ab_test": test.test_id})
-                   for c in completions]
-        ids = session.store.add_samples(records)
-        outputs[name] = [session._sample(i, r) for i, r in zip(ids, records)]
     rng = random.Random(seed) if seed is not None else random.SystemRandom()
-    test.hidden = assign_sides(len(repeated), test.contenders, rng)
-    for i, (left, right) in enumerate(test.hidden):
-        test.items.append(PairItem(repeated[i], outputs[left][i], outputs[right][i]))
+    sides = assign_sides(len(repeated), test.contenders, rng)
+    answers: dict[tuple[str, int], object] = {}
+    lock = threading.Lock()
+
+    def arrived(name: str, offset: int, slot: int, sample) -> None:  # on the model's thread
+        index = offset + slot
+        with lock:
+            answers[(name, index)] = sample
+            if all((c, index) in answers for c in contenders):
+                left, right = sides[index]
+                test.hidden.append((left, right))
+                test.items.append(PairItem(repeated[index], answers[(left, index)],
+                                           answers[(right, index)]))
+        test.changed()
+
+    for offset in range(0, len(repeated), config.batch_size):
+        chunk = repeated[offset:offset + config.batch_size]
+        for name in contenders:
+            test.requests.append(start_generation(
+                chunk, 1, config=config, contender=name, label="ab_test",
+                params={"contender": name, "ab_test": test.test_id},
+                on_sample=lambda slot, sample, name=name, offset=offset:
+                    arrived(name, offset, slot, sample)))
+    test.total = len(repeated)
     return test
+
+
+def contenders_of(store, test_id: str) -> tuple[str, str]:
+    """The two contenders of a stored test, in the order they were given."""
+    df = store.samples()
+    mine = df[df["params"].map(lambda p: p.get("ab_test") == test_id)]
+    names = list(dict.fromkeys(mine["params"].map(lambda p: p["contender"])))
+    if len(names) != 2:
+        raise ValueError(f"no A/B test {test_id!r} in this store")
+    return names[0], names[1]
 
 
 def votes_frame(store, test_id: str | None = None) -> pd.DataFrame:
     """Current A/B votes (undone ones removed): one row per vote with the winner named."""
-    ev = store.events(active_only=True)
-    ev = ev[ev["kind"] == "ab_vote"]
+    ev = store.current_events(kinds=["ab_vote"])  # a changed vote replaced the earlier one
     rows = []
     for e in ev.itertuples():
         v = e.value

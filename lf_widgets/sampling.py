@@ -56,6 +56,7 @@ class Completion:
     text: str  # decoded completion, special tokens removed
     token_ids: list[int]  # completion ids up to and including the end-of-turn token ([] if unknown)
     truncated: bool = False  # cut off at max_new_tokens: no end-of-turn token at its end
+    adapter_step: int | None = None  # adapter step that wrote it, read on the model's thread
 
 
 def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:

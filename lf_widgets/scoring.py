@@ -23,9 +23,8 @@ def _logps(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
     return sequence_logps(logits, batch["labels"])  # (B,), (B,)
 
 
-def _score(session, data: TrainingData, batch_size: int) -> dict[str, float]:
-    model, pad = session.model, session.tokenizer.pad_token_id
-    device = next(model.parameters()).device
+def _score(owner, data: TrainingData, batch_size: int) -> dict[str, float]:
+    model, pad, device = owner.model, owner.pad_id, owner.device
     wins, token_logps, tokens = [], 0.0, 0
     with torch.inference_mode():
         for i in range(0, len(data.pairs), batch_size):
@@ -40,27 +39,26 @@ def _score(session, data: TrainingData, batch_size: int) -> dict[str, float]:
             "log-prob per token of good samples": token_logps / tokens if tokens else float("nan")}
 
 
-def evaluate(session, data: TrainingData, *, holdout: float = 0.0, batch_size: int = 8) -> pd.DataFrame:
-    """Base vs tuned on the held-out part of ``data`` (all of it when ``holdout`` is 0).
+def evaluate(owner, store, *, holdout: float = 0.0, batch_size: int = 8) -> pd.DataFrame:
+    """Base vs tuned on the held-out part of the feedback in ``store`` (all when ``holdout`` is 0).
 
+    ``owner`` is the :class:`~lf_widgets.policy.LocalModel`; the scoring runs on its thread.
     Returns a DataFrame indexed by metric with columns base, tuned, change, examples, split
     ("held out" or "in sample": with no hold-out the numbers flatter the tuned model).
     """
-    from peft import PeftModel
+    return owner.call(lambda: _evaluate(owner, store, holdout, batch_size), name="evaluate")
 
+
+def _evaluate(owner, store, holdout: float, batch_size: int) -> pd.DataFrame:
+    from .data import build_examples
+
+    data = build_examples(store, owner.tokenizer)
     if holdout > 0:
         data = TrainingData(sft=split_holdout(data.sft, holdout)[1],
                             pairs=split_holdout(data.pairs, holdout)[1])
-    with session.model_lock:
-        was_training = session.model.training
-        session.model.eval()
-        if isinstance(session.model, PeftModel):
-            with session.model.disable_adapter():
-                base = _score(session, data, batch_size)
-            tuned = _score(session, data, batch_size)
-        else:
-            base = tuned = _score(session, data, batch_size)
-        session.model.train(was_training)
+    with owner.use("base"):
+        base = _score(owner, data, batch_size)
+    tuned = _score(owner, data, batch_size) if owner.has_adapter else base
     counts = {"preference accuracy": len(data.pairs),
               "log-prob per token of good samples": len(data.sft)}
     df = pd.DataFrame({"base": base, "tuned": tuned}).rename_axis("metric")

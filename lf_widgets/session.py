@@ -1,7 +1,8 @@
-"""The Session: the one owner of state (model, feedback log, trainer) and the public verbs.
-
-Panels are thin views over a Session: they call its verbs and listen to its events. Everything a
-click does, a method here does too, so notebooks, tests and panels share one code path.
+"""The Session: what a notebook talks to. It wires a model source, a feedback log and events,
+and delegates: the model owner (:class:`~lf_widgets.policy.LocalModel`, or a
+:class:`~lf_widgets.remote.RemoteChatModel`) does the model work, the store keeps judgements,
+the trainer trains. Panels are thin views over it: they call its verbs and listen to its events,
+and every click has a method twin here, so notebooks, tests and panels share one code path.
 """
 
 from __future__ import annotations
@@ -9,23 +10,25 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from . import io as _io
-from ._session_training import TrainingVerbs
-from .sampling import SamplingConfig
-from .remote import RemoteChatModel, RemoteModelError
-from .store import Event, FeedbackStore, SampleRecord
+from ._requests import Generated, GenerationRequest, Partial
+from .remote import RemoteChatModel
+from .sampling import SamplingConfig, check_count, check_prompts
+from .store import Event, FeedbackStore, SampleRecord, check_annotator
 
 __all__ = ["Session", "Sample"]
 
 log = logging.getLogger(__name__)
+CHOICES = ("a", "b", "tie", "both_bad")
 
 
 @dataclass(frozen=True)
@@ -37,27 +40,41 @@ class Sample:
     text: str  # what the model wrote
     model: str | None = None  # which model wrote it
     adapter_step: int | None = None  # which adapter step (None: the base model)
+    truncated: bool = False  # cut off at max_new_tokens
 
 
-def _default_annotator() -> str:
+def default_annotator() -> str:
+    """``$JUPYTERHUB_USER``, then ``$USER``, then the login name, then "anonymous"."""
+    for name in (os.environ.get("JUPYTERHUB_USER"), os.environ.get("USER")):
+        if name and name.strip():
+            return name.strip()
     try:
-        return os.environ.get("USER") or getpass.getuser() or "anonymous"
+        return getpass.getuser() or "anonymous"
     except Exception:  # getpass fails in some containers without a passwd entry
         return "anonymous"
 
 
-class Session(TrainingVerbs):
-    """A model, a feedback log and (later) a trainer, bound together for one notebook.
+def sampling_config(config: SamplingConfig | None = None, **options) -> SamplingConfig:
+    """``config`` (or the defaults) with ``options`` on top; unknown names are an error."""
+    known = {f.name for f in fields(SamplingConfig)}
+    if unknown := sorted(set(options) - known):
+        raise TypeError(f"unknown sampling option(s) {unknown}; SamplingConfig has {sorted(known)}")
+    return replace(config or SamplingConfig(), **options)
+
+
+class Session:
+    """A model, a feedback log and a trainer, bound together for one notebook.
 
     Parameters
     ----------
-    model : str, tuple or None
+    model : str, tuple, LocalModel, RemoteChatModel or None
         ``None``: the offline default model (or ``$LF_WIDGETS_MODEL``); ``"tiny"``: a tiny random
-        model for tests; a local folder or hub id; or an already loaded ``(model, tokenizer)``.
+        model for tests; a local folder or hub id; an already loaded ``(model, tokenizer)``; or a
+        :class:`~lf_widgets.remote.RemoteChatModel` (samples from an OpenAI-compatible server).
     store : str, Path or FeedbackStore
         The feedback log; a path is created if missing (mode 0600).
     annotator : str, optional
-        Who is judging; defaults to ``$USER``.
+        Who is judging; defaults to ``$JUPYTERHUB_USER``, then ``$USER``.
     device, dtype : optional
         Override the automatic choice (CUDA + bf16 when present, else CPU fp32).
     adapter : str or Path, optional
@@ -70,47 +87,62 @@ class Session(TrainingVerbs):
     def __init__(self, model: Any = None, store: str | os.PathLike | FeedbackStore = "lf_feedback.sqlite",
                  annotator: str | None = None, *, device=None, dtype=None,
                  adapter: str | os.PathLike | None = None, resume: bool = True):
-        from .models import load_model, model_tag  # torch-heavy: only when a Session is made
+        from ._worker import Worker
 
-        self.remote: RemoteChatModel | None = None  # set when samples come from an endpoint
-        if isinstance(model, RemoteChatModel):
-            if adapter is not None:
-                raise ValueError("adapter= needs a local model; a RemoteChatModel has no "
-                                 "weights here")
-            self.remote = model
-            self.model = self.tokenizer = None
-            self.model_name = model.tag
-        elif isinstance(model, tuple):
-            self.model, self.tokenizer = model
-            self.model_name = model_tag(self.model)
-        else:
-            self.model, self.tokenizer = load_model(model, device=device, dtype=dtype)
-            self.model_name = model_tag(self.model)
-        self.store = store if isinstance(store, FeedbackStore) else FeedbackStore(store)
-        self.annotator = (annotator or _default_annotator()).strip()
-        self.adapter_step: int | None = None  # set by training; recorded with every sample
-        # One lock for the model: a training step and a generation never interleave on it.
-        self.model_lock = threading.RLock()
+        self.annotator = check_annotator(default_annotator() if annotator is None else annotator)
         self._listeners: dict[str, list[Callable]] = defaultdict(list)
         self._run = None  # the current or last TrainingRun
-        self._reference_cache = None  # reference log-probs, shared by every run (base is frozen)
-        if adapter is None and resume and self.remote is None:
-            adapter = self._latest_checkpoint()
+        if isinstance(model, RemoteChatModel):
+            if adapter is not None:
+                raise ValueError("adapter= needs a local model; a RemoteChatModel has no weights here")
+            self.model, self._remote_worker = model, Worker("lf-remote")  # HTTP off the cell's thread
+        else:
+            from .policy import LocalModel  # torch: only when a Session with a local model is made
+
+            self.model = model if isinstance(model, LocalModel) else (
+                LocalModel(*model) if isinstance(model, tuple)
+                else LocalModel.load(model, device=device, dtype=dtype))
+        self.store = store if isinstance(store, FeedbackStore) else FeedbackStore(store)
         if adapter is not None:
             self.load_adapter(adapter)
+        elif resume and self.local:
+            self._resume()
 
     def __repr__(self) -> str:
         return (f"Session(model={self.model_name!r}, store={self.store.path!r}, "
                 f"annotator={self.annotator!r})")
 
+    @property
+    def local(self) -> bool:
+        """True when the model's weights are here (training, A/B and the stepper need them)."""
+        return not isinstance(self.model, RemoteChatModel)
+
+    @property
+    def model_name(self) -> str:
+        return self.model.tag
+
+    @property
+    def tokenizer(self):
+        """The local model's tokenizer (None for a remote source)."""
+        return self.model.tokenizer if self.local else None
+
+    @property
+    def adapter_step(self) -> int | None:
+        """LoRA updates applied so far (None: no adapter)."""
+        return self.model.adapter_step if self.local else None
+
     # -- events --------------------------------------------------------------------------------
     def on(self, name: str, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback(payload)`` on event ``name``; returns a function that unsubscribes.
 
-        Events: ``"samples"`` (list of new :class:`Sample`), ``"judgement"`` (an :class:`Event`
-        just committed), ``"undo"`` (the cancelled :class:`Event`), and from the training thread
-        ``"step"`` (:class:`~lf_widgets.metrics.StepMetrics`) and ``"train_state"``
-        (:class:`~lf_widgets.metrics.TrainState`).
+        Events: ``"samples"`` (list of new :class:`Sample`), ``"generated"``
+        (:class:`~lf_widgets._requests.Generated`: a sample of a request, with its slot),
+        ``"partial"`` (:class:`~lf_widgets._requests.Partial`: text so far),
+        ``"generation"`` (a :class:`~lf_widgets._requests.GenerationRequest` whose progress or
+        state changed), ``"judgement"`` (an :class:`Event` just committed), ``"undo"`` (the
+        cancelled :class:`Event`), and from training ``"step"``
+        (:class:`~lf_widgets.metrics.StepMetrics`) and ``"train_state"``
+        (:class:`~lf_widgets.metrics.TrainState`). Callbacks may run on the model's thread.
         """
         self._listeners[name].append(callback)
         return lambda: self._listeners[name].remove(callback)
@@ -123,50 +155,99 @@ class Session(TrainingVerbs):
                 log.exception("listener for %r failed", name)
 
     # -- generation ----------------------------------------------------------------------------
-    def generate(self, prompts: str | Sequence[str], n: int = 4, *, max_new_tokens: int = 64,
-                 temperature: float = 0.8, top_p: float = 0.95, seed: int | None = None,
-                 batch_size: int = 8, progress: bool = True) -> list[Sample]:
+    def start_generation(self, prompts: str | Sequence[str], n: int = 4, *,
+                         config: SamplingConfig | None = None, contender: str = "tuned",
+                         params: dict | None = None, label: str = "",
+                         on_sample: Callable[[int, Sample], None] | None = None, **sampling
+                         ) -> GenerationRequest:
+        """Start sampling in the background; returns the :class:`GenerationRequest` at once.
+
+        Each sample is stored the moment it is finished, then announced (``"samples"`` and
+        ``"generated"`` events). ``contender``: "base", "tuned" or an adapter folder (local
+        models); ``params`` are extra provenance stored with each sample; ``on_sample(slot,
+        sample)`` is called (on the model's thread) for each stored sample, before the events.
+        """
+        prompts, n = check_prompts(prompts), check_count(n)
+        config = sampling_config(config, **sampling)
+        if contender != "tuned":
+            self._require_local_model("a contender other than 'tuned'")
+        request = GenerationRequest(prompts, n, label=label)
+        stored = {**config.as_params(), "n": n, **(params or {})}
+        if not self.local:
+            stored["endpoint"] = self.model.endpoint
+
+        callback = on_sample
+
+        def on_sample(slot: int, c) -> None:  # on the model's (or the remote) thread
+            record = SampleRecord(text=c.text, prompt=c.prompt, token_ids=c.token_ids or None,
+                                  model=self.model_name, adapter_step=c.adapter_step,
+                                  params=stored, truncated=c.truncated)
+            # A server returns no token ids: None, not [], so training tokenises the text.
+            sample = Sample(self.store.add_samples([record])[0], c.prompt, c.text,
+                            self.model_name, c.adapter_step, c.truncated)
+            request.samples[slot] = sample
+            if request.first_token_at is None:
+                request.first_token_at = time.monotonic()
+            if callback is not None:
+                callback(slot, sample)
+            self._emit("samples", [sample])
+            self._emit("generated", Generated(request.id, slot, sample))
+            self._emit("generation", request)
+
+        def on_partial(slot: int, text: str) -> None:
+            if request.first_token_at is None:
+                request.first_token_at = time.monotonic()
+            self._emit("partial", Partial(request.id, slot, request.prompt_of(slot), text))
+
+        def run(job):
+            request.started_at, request.state = time.monotonic(), "running"
+            self._emit("generation", request)
+            if self.local:
+                return self.model.stream(job, prompts, n, config, on_sample=on_sample,
+                                         on_partial=on_partial, contender=contender)
+            for slot, c in enumerate(c for batch in self.model.complete(prompts, n, config,
+                                                                        progress=False) for c in batch):
+                job.check()
+                on_sample(slot, c)
+
+        def finished(future) -> None:
+            from ._worker import Cancelled
+
+            error = None if future.cancelled() else future.exception()
+            state = ("cancelled" if future.cancelled() or isinstance(error, (Cancelled, KeyboardInterrupt))
+                     else "failed" if error is not None else "done")
+            request.finish(state, error if state == "failed" else None)
+            self._emit("generation", request)
+
+        worker = self.model.worker if self.local else self._remote_worker
+        request.job = worker.submit(run, name=f"generate-{request.id}")
+        request.job.future.add_done_callback(finished)
+        return request
+
+    def generate(self, prompts: str | Sequence[str], n: int = 4, *,
+                 config: SamplingConfig | None = None, progress: bool = True, **sampling
+                 ) -> list[Sample]:
         """Sample ``n`` completions per prompt, store each with its token ids, return them.
 
-        Samples are committed batch by batch: interrupting (Kernel → Interrupt) keeps the batches
-        already done and returns them, and leaves no half-written rows.
+        Blocks until done (for scripts; the panels use :meth:`start_generation`). ``sampling``:
+        fields of :class:`~lf_widgets.sampling.SamplingConfig` (max_new_tokens, temperature,
+        top_p, seed, batch_size). Interrupting (Kernel → Interrupt) stops at the next token and
+        keeps, stored, every sample already finished; no half-written rows.
         """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str) or not p.strip():
-                raise ValueError(f"prompts[{i}] must be a non-empty string, got {p!r}")
-        config = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_p=top_p, seed=seed, batch_size=batch_size)
-        out: list[Sample] = []
-        try:
-            params = {**config.as_params(), "n": n}
-            if self.remote is not None:
-                batches = self.remote.complete(prompts, n, config, progress=progress)
-                params["endpoint"] = self.remote.endpoint
-            else:
-                from .generation import sample_completions
+        from tqdm.auto import tqdm
 
-                batches = sample_completions(self.model, self.tokenizer, prompts, n, config,
-                                             lock=self.model_lock, progress=progress)
-            for batch in batches:
-                step = self.adapter_step
-                # A server returns no token ids: store None, not [] (data.py reads a list as
-                # the completion's ids), so training and scoring tokenise the text instead.
-                records = [SampleRecord(text=c.text, prompt=c.prompt,
-                                        token_ids=c.token_ids or None, model=self.model_name,
-                                        adapter_step=step, params=params) for c in batch]
-                ids = self.store.add_samples(records)
-                new = [self._sample(i, r) for i, r in zip(ids, records)]
-                out.extend(new)
-                self._emit("samples", new)
-        except KeyboardInterrupt:
-            print(f"Interrupted: kept the {len(out)} samples already generated and stored.")
-        except RemoteModelError:
-            if out:
-                print(f"Stopped by an error: kept the {len(out)} samples already generated "
-                      "and stored.")
-            raise
-        return out
+        request = self.start_generation(prompts, n, config=config, **sampling)
+        bar = tqdm(total=request.total, desc="generating", unit="sample", disable=not progress,
+                   leave=False)
+        stop = self.on("generated", lambda g: bar.update(1) if g.request_id == request.id else None)
+        try:
+            samples = request.wait()
+        finally:
+            stop()
+            bar.close()
+        if request.state == "cancelled":
+            print(f"Interrupted: kept the {len(samples)} samples already generated and stored.")
+        return samples
 
     def samples(self, prompt: str | None = None) -> list[Sample]:
         """Stored samples (of one prompt if given), oldest first."""
@@ -174,12 +255,15 @@ class Session(TrainingVerbs):
         if prompt is not None:
             df = df[df["prompt"] == prompt]
         return [Sample(int(r.sample_id), r.prompt, r.text, r.model,
-                       None if pd.isna(r.adapter_step) else int(r.adapter_step))
+                       None if pd.isna(r.adapter_step) else int(r.adapter_step), bool(r.truncated))
                 for r in df.itertuples()]
 
     # -- judgements ----------------------------------------------------------------------------
-    def _record(self, sample_id: int, kind: str, value: Any, annotator: str | None) -> Event:
-        event = self.store.record(int(sample_id), kind, value, annotator or self.annotator)
+    def _record(self, sample_id: Any, kind: str, value: Any, annotator: str | None) -> Event:
+        if isinstance(sample_id, bool) or not hasattr(sample_id, "__index__"):
+            raise ValueError(f"sample_id must be an integer id, got {sample_id!r}")
+        who = self.annotator if annotator is None else check_annotator(annotator)
+        event = self.store.record(int(sample_id), kind, value, who)
         self._emit("judgement", event)
         return event
 
@@ -201,29 +285,43 @@ class Session(TrainingVerbs):
                           reason: str | None = None, annotator: str | None = None) -> Event:
         """Say which of two samples of one prompt is better: "a", "b", "tie" or "both_bad".
 
-        "a" means ``sample_a`` ≻ ``sample_b``; it becomes a DPO pair for training.
+        "a" means ``sample_a`` ≻ ``sample_b``; it becomes a DPO pair for training. Choosing again
+        on the same pair (either order) replaces the earlier choice.
         """
-        if choice not in ("a", "b", "tie", "both_bad"):
-            raise ValueError(f"choice must be 'a', 'b', 'tie' or 'both_bad', got {choice!r}")
+        _check_choice(choice)
+        for name, sid in (("sample_a", sample_a), ("sample_b", sample_b)):
+            if isinstance(sid, bool) or not hasattr(sid, "__index__"):
+                raise ValueError(f"{name} must be an integer id, got {sid!r}")
+        if int(sample_a) == int(sample_b):
+            raise ValueError(f"a preference needs two different samples, got {sample_a} twice")
         value = {"other": int(sample_b), "choice": choice, "reason": reason}
         return self._record(sample_a, "preference", value, annotator)
 
     def record_ab_vote(self, test, index: int, choice: str, *, reason: str | None = None,
                        annotator: str | None = None) -> Event:
-        """Record a blind vote on item ``index`` of an A/B test, with the hidden assignment."""
-        if choice not in ("a", "b", "tie", "both_bad"):
-            raise ValueError(f"choice must be 'a', 'b', 'tie' or 'both_bad', got {choice!r}")
+        """Record a blind vote on item ``index`` of an A/B test; a new vote replaces the last."""
+        _check_choice(choice)
         item, (left, right) = test.items[index], test.hidden[index]
         value = {"test": test.test_id, "item": index, "other": item.right.sample_id,
                  "choice": choice, "left": left, "right": right, "reason": reason}
         return self._record(item.left.sample_id, "ab_vote", value, annotator)
 
-    def undo(self, sample_id: int | None = None, annotator: str | None = None) -> Event | None:
-        """Cancel the annotator's latest judgement (on ``sample_id`` if given); returns it."""
-        event = self.store.undo(annotator or self.annotator, sample_id)
+    def undo(self, sample_id: int | None = None, annotator: str | None = None, *,
+             sample_ids: Sequence[int] | None = None, kinds: Sequence[str] | None = None
+             ) -> Event | None:
+        """Cancel the annotator's latest judgement in force (only on ``sample_id`` /
+        ``sample_ids`` and of ``kinds`` if given); the one it replaced is current again."""
+        who = self.annotator if annotator is None else check_annotator(annotator)
+        event = self.store.undo(who, sample_id, sample_ids=sample_ids, kinds=kinds)
         if event is not None:
             self._emit("undo", event)
         return event
+
+    def judgements(self, sample_ids: Sequence[int] | None = None, *,
+                   annotator: str | None = None, kinds: Sequence[str] | None = None) -> pd.DataFrame:
+        """The judgements in force (latest per subject, annotator and kind; undone ones gone)
+        touching ``sample_ids``: the one source panels read their state from."""
+        return self.store.current_events(kinds=kinds, sample_ids=sample_ids, annotator=annotator)
 
     @property
     def feedback(self) -> pd.DataFrame:
@@ -233,52 +331,51 @@ class Session(TrainingVerbs):
     # -- panels --------------------------------------------------------------------------------
     def rate(self, prompts: str | Sequence[str] | None = None, n: int = 4, *, display: bool = True,
              **sampling):
-        """Generate ``n`` samples per prompt and show the rating panel.
+        """Show the rating panel at once; with ``prompts``, ``n`` samples each stream into it.
 
         With ``prompts=None`` the panel shows the stored samples instead (e.g. imported ones).
-        Returns the :class:`~lf_widgets.panels.rating.RatingPanel`.
+        Returns the :class:`~lf_widgets.panels.rating.RatingPanel` (shown once, see ``display``).
         """
         from .panels.rating import RatingPanel
 
-        samples = self.samples() if prompts is None else self.generate(prompts, n, **sampling)
-        return self._show(RatingPanel(self, samples), display)
+        if prompts is None:
+            return self._show(RatingPanel(self, self.samples()), display)
+        request = self.start_generation(prompts, n, label="rate", **sampling)
+        return self._show(RatingPanel(self, request=request), display)
 
-    # -- comparing ------------------------------------------------------------------------------
     def compare(self, prompts: str | Sequence[str] | None = None, *, display: bool = True,
                 seed: int | None = None, **sampling):
         """Show pairs of samples of the same prompt; pick the better (a DPO pair each).
 
-        With ``prompts``, two samples per prompt are generated; without, stored samples of the
-        same prompt are paired. Sides are shuffled (``seed`` makes it repeatable).
+        With ``prompts``, two samples per prompt stream in; without, stored samples of the same
+        prompt are paired. Sides are shuffled (``seed`` makes it repeatable).
         """
-        from .panels.preference import PreferencePanel, pair_up
+        from .panels.preference import PreferencePanel
 
-        samples = self.samples() if prompts is None else self.generate(prompts, 2, **sampling)
-        panel = PreferencePanel(self, pair_up(samples, seed))
-        return self._show(panel, display)
+        if prompts is None:
+            return self._show(PreferencePanel(self, samples=self.samples(), seed=seed), display)
+        request = self.start_generation(prompts, 2, label="compare", **sampling)
+        return self._show(PreferencePanel(self, request=request, seed=seed), display)
 
     def ab_test(self, prompts: str | Sequence[str], n: int = 1,
                 models: tuple[str, str] = ("base", "tuned"), *, display: bool = True,
-                seed: int | None = None, max_new_tokens: int = 64, temperature: float = 0.8,
-                top_p: float = 0.95, batch_size: int = 8):
+                seed: int | None = None, **sampling):
         """Blind A/B test: one sample per contender for each prompt (× n), sides shuffled.
 
         ``models`` names two contenders: "base" (adapter off), "tuned" (current adapter) or a
-        saved adapter/checkpoint folder. Generation holds the model lock, so it is safe while
-        training runs. Returns the :class:`~lf_widgets.panels.abtest.ABTestPanel`.
+        saved adapter/checkpoint folder. The panel shows an item once both answers are written.
+        Returns the :class:`~lf_widgets.panels.abtest.ABTestPanel`.
         """
-        from .ab import build_test
+        from .ab import start_test
         from .panels.abtest import ABTestPanel
 
         self._require_local_model("ab_test()")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        config = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_p=top_p, batch_size=batch_size)
-        test = build_test(self, prompts, n, tuple(str(m) for m in models), config, seed)
+        test = start_test(self.start_generation, check_prompts(prompts), check_count(n),
+                          tuple(str(m) for m in models), sampling_config(**sampling), seed)
         return self._show(ABTestPanel(self, test), display)
 
     def ab_results(self, test_id: str | None = None) -> pd.DataFrame:
-        """Every current A/B vote (of one test if given), with the winning contender named."""
+        """Every vote in force (of one test if given), with the winning contender named."""
         from .ab import votes_frame
 
         return votes_frame(self.store, test_id)
@@ -286,42 +383,153 @@ class Session(TrainingVerbs):
     def ab_summary(self, test_id: str):
         """Win rate, Wilson 95 % interval and sign test for one A/B test
         (:class:`~lf_widgets.evaluation.ABResult`; ``.sentence()`` says it in words)."""
-        from .ab import summarise
+        from .ab import contenders_of, summarise
 
-        votes = self.ab_results(test_id)
-        contenders = self._ab_contenders(test_id, votes)
-        return summarise(votes, contenders)
+        return summarise(self.ab_results(test_id), contenders_of(self.store, test_id))
 
-    def _ab_contenders(self, test_id: str, votes: pd.DataFrame) -> tuple[str, str]:
-        df = self.store.samples()
-        mine = df[df["params"].map(lambda p: p.get("ab_test") == test_id)]
-        names = list(dict.fromkeys(mine["params"].map(lambda p: p["contender"])))
-        if len(names) != 2:
-            raise ValueError(f"no A/B test {test_id!r} in this store")
-        return names[0], names[1]
+    def monitor(self, *, display: bool = True, throttle_s: float = 0.25, **train_kwargs):
+        """Show the training monitor: live loss and reward curves, progress, Start/Pause/Stop.
+
+        ``train_kwargs`` are what the Start button passes to :meth:`train`.
+        """
+        from .panels.monitor import TrainingMonitor
+
+        return self._show(TrainingMonitor(self, throttle_s=throttle_s, **train_kwargs), display)
+
+    def step_by_step(self, sample, *, display: bool = True, **options):
+        """Show one sample's per-token probabilities and its loss L = Σ −log p, with a
+        "Take one step" button (one real SFT step on this sample: it changes the adapter).
+
+        ``sample``: a :class:`Sample` or sample id. ``options``: ``lr`` (default
+        ``stepper.TEACHING_LR`` = 0.1, plain SGD) and TrainConfig fields.
+        """
+        from .panels.stepper import StepperPanel
+
+        self._require_local_model("step_by_step()")
+        return self._show(StepperPanel(self, sample, **options), display)
+
+    def _stepper(self, sample, **options):
+        """The kernel side of a StepperPanel (torch stays out of panels/)."""
+        from .stepper import SampleStepper
+
+        return SampleStepper(self.model, self.store, sample, **options)
 
     def _show(self, panel, display: bool):
+        """Display ``panel`` now, once: as a cell's last expression it shows no second copy."""
         if display:
             from IPython.display import display as _display
+
             _display(panel)
+            panel.shown = True
         return panel
 
     def _require_local_model(self, verb: str) -> None:
-        if self.remote is not None:
+        if not self.local:
             raise RuntimeError(
-                f"{verb} needs a local model, and this session samples from {self.remote.tag} "
-                f"at {self.remote.endpoint}, whose weights are not here. Export the feedback "
+                f"{verb} needs a local model, and this session samples from {self.model.tag} "
+                f"at {self.model.endpoint}, whose weights are not here. Export the feedback "
                 "and fine-tune where the model lives: session.export('openai-sft', "
                 "'train.jsonl', scrub=True) (or 'openai-dpo', 'trl-sft', 'trl-dpo', "
                 "'trl-kto'); or open this store in a Session with a local model to train here.")
 
-    def _sample(self, sample_id: int, record: SampleRecord) -> Sample:
-        return Sample(sample_id, record.prompt, record.text, record.model, record.adapter_step)
+    # -- training ------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """Where automatic checkpoints go: ``<store>_checkpoints/`` beside the log (None in memory)."""
+        if self.store.path == ":memory:":
+            return None
+        path = Path(self.store.path)
+        return path.with_name(path.stem + "_checkpoints")
+
+    def train(self, objective: str | None = None, *, config=None, **options):
+        """Fine-tune a LoRA adapter on the feedback in the background; returns at once.
+
+        ``objective``: "auto" (default: picks what the feedback supports and says why in
+        ``run.reason``), "sft", "dpo" or "kto". ``config`` and ``options``: a
+        :class:`~lf_widgets.trainer.TrainConfig` and/or its fields (steps, lr, batch_size, beta,
+        optimizer, …). Returns the :class:`~lf_widgets.trainer.TrainingRun` (``pause()``,
+        ``resume()``, ``stop()``, ``wait()``); steps arrive as ``"step"`` events.
+        Raises ValueError when the feedback does not support the objective (the message says
+        what to add) and RuntimeError while a run is still going.
+        """
+        from .trainer import make_config, prepare_run
+
+        self._require_local_model("train()")
+        if objective is not None:
+            options["objective"] = objective
+        config = make_config(config, **options)  # validated before any work starts
+        if self._run is not None and not self._run.done:
+            raise RuntimeError("a training run is still going: stop_training() or wait for it first")
+        self._run = prepare_run(self.model, self.store, self._emit, config, self.checkpoint_dir)
+        return self._run.start()
+
+    def pause_training(self) -> None:
+        """Pause the running training after its current step."""
+        if self._run is not None:
+            self._run.pause()
+
+    def resume_training(self) -> None:
+        """Resume a paused training run."""
+        if self._run is not None:
+            self._run.resume()
+
+    def stop_training(self, wait: bool = True) -> None:
+        """Stop training after the current step; a checkpoint is written."""
+        if self._run is not None:
+            self._run.stop(wait=wait)
+
+    @property
+    def training(self):
+        """The current or last :class:`~lf_widgets.trainer.TrainingRun` (None before any)."""
+        return self._run
+
+    def training_history(self) -> pd.DataFrame:
+        """Every training step logged in the store (also those of earlier kernels)."""
+        return self.store.train_steps()
+
+    def evaluate(self, holdout: float | None = None) -> pd.DataFrame:
+        """Offline check, no person needed: base vs tuned on held-out feedback (see
+        :func:`lf_widgets.scoring.evaluate`); ``holdout`` defaults to the last run's share."""
+        from .scoring import evaluate
+
+        self._require_local_model("evaluate()")
+        if holdout is None:
+            holdout = self._run.config.holdout if self._run is not None else 0.0
+        return evaluate(self.model, self.store, holdout=holdout)
+
+    def save_adapter(self, path: str | os.PathLike) -> Path:
+        """Save the LoRA adapter as a standard PEFT folder (safetensors, private); loadable with
+        ``PeftModel.from_pretrained`` or ``Session(adapter=path)``."""
+        self._require_local_model("save_adapter()")
+        return self.model.call(lambda: self.model.save_adapter(path, {}), name="save adapter")
+
+    def load_adapter(self, path: str | os.PathLike) -> None:
+        """Attach a saved adapter (replacing the current one) and continue from its step."""
+        self._require_local_model("load_adapter()")
+        self.model.call(lambda: self.model.load_adapter(path), name="load adapter")
+
+    def _resume(self) -> None:
+        """Continue from the latest complete, finite checkpoint recorded in the store."""
+        from .adapters import NonFiniteAdapter
+
+        df = self.store.checkpoints()
+        for path in reversed(df["path"].tolist() if not df.empty else []):
+            if not (Path(path) / "adapter_config.json").is_file():
+                continue
+            try:
+                self.load_adapter(path)
+            except NonFiniteAdapter:
+                print(f"lf_widgets: skipping checkpoint {path}: its weights are not finite")
+                continue
+            print(f"lf_widgets: resuming from checkpoint {path} (adapter step "
+                  f"{self.adapter_step}); Session(resume=False) starts from the base model")
+            return
 
     # -- import / export -----------------------------------------------------------------------
-    def import_csv(self, path: str | os.PathLike, *, annotator: str | None = None) -> int:
-        """Import judgements from a CSV file; see :func:`lf_widgets.io.import_feedback`."""
-        return _io.import_feedback(self.store, path, default_annotator=annotator or self.annotator)
+    def import_csv(self, path: str | os.PathLike, *, annotator: str | None = None, **options) -> int:
+        """Import judgements from a CSV/JSONL/Parquet file; see :func:`lf_widgets.io.import_feedback`."""
+        who = self.annotator if annotator is None else check_annotator(annotator)
+        return _io.import_feedback(self.store, path, default_annotator=who, **options)
 
     def export(self, kind: str, path: str | os.PathLike, *, scrub=False, **options):
         """Write the feedback, or training data built from it, to ``path``.
@@ -343,11 +551,8 @@ class Session(TrainingVerbs):
 
     def export_training_job(self, folder: str | os.PathLike, objective: str = "sft", *,
                             model: str | None = None, **options):
-        """Write a TRL LoRA training job for the feedback into ``folder`` (data.jsonl,
-        config.yaml, train.py, command.txt, README.txt), for a bigger machine or several
-        processes. Run ``job.command`` inside ``job.folder``; load the result with
-        ``Session(adapter=job.adapter_path)``. See :func:`lf_widgets.handoff.export_training_job`.
-        """
+        """Write a TRL LoRA training job for the feedback into ``folder``, for a bigger machine
+        or several processes; see :func:`lf_widgets.handoff.export_training_job`."""
         from .handoff import export_training_job
 
         return export_training_job(self, folder, objective=objective, model=model, **options)
@@ -359,5 +564,14 @@ class Session(TrainingVerbs):
         return _exports.to_dataset(self.store, kind, **options)
 
     def close(self) -> None:
-        """Close the feedback log's connections."""
+        """Stop training, end the model's thread, close the feedback log's connections."""
+        if self._run is not None and not self._run.done:
+            self._run.stop(wait=True, timeout=120)
+        worker = self.model.worker if self.local else self._remote_worker
+        worker.close()
         self.store.close()
+
+
+def _check_choice(choice: str) -> None:
+    if choice not in CHOICES:
+        raise ValueError(f"choice must be one of {list(CHOICES)}, got {choice!r}")

@@ -3,16 +3,17 @@
 The teaching view of training ("here is the loss, here is one step, see the probability of the
 good answer go up"). Every number comes from the code the trainer runs: the same chat prompt
 ids and collation (``data``), the same step (``trainer.train_step``), the
-same losses (``losses``), the same LoRA adapter (``trainer.wrap_lora``), the same reference cache
-and the same model lock. What differs: a batch of one example, a fresh optimizer for each step,
+same losses (``losses``), the same LoRA adapter (``adapters.wrap_lora``), the same reference cache,
+on the same model thread. What differs: a batch of one example, a fresh optimizer for each step,
 and a larger learning rate, so that one step visibly moves the numbers.
 
 A step here is a real step: it changes the session's adapter and counts in
-``session.adapter_step``, exactly like a training step.
+the model's adapter step, exactly like a training step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from . import data as _data
-from .generation import chat_prompt_ids
+from .sampling import chat_prompt_ids
 from .losses import kto_loss, selective_logps
-from .trainer import (_OPTIMIZERS, TrainConfig, train_step, _forward_logps, _ReferenceCache,
-                      _to, wrap_lora)
+from .batching import collate_kto, collate_sft
+from .step import forward_logps, to_device, train_step
+from .trainer import TrainConfig
 
 __all__ = ["TokenProb", "StepReport", "DPOReport", "KTOView", "SampleStepper", "TEACHING_LR",
            "sample_tokens", "token_probabilities", "sft_step_on", "dpo_step_on", "kto_view"]
@@ -128,76 +130,60 @@ class KTOView:
                 f"{way} the probability of this answer.")
 
 
-# -- helpers ------------------------------------------------------------------------------------
-def sample_tokens(session, sample) -> tuple[str, list[int]]:
+# -- helpers (on the model's thread) -------------------------------------------------------------
+def sample_tokens(owner, store, sample) -> tuple[str, list[int]]:
     """The prompt and completion token ids of a stored sample, exactly as training builds them.
 
     ``sample`` is a :class:`~lf_widgets.session.Sample` or a sample id. The ids are the stored
     generated ones; imported text is tokenized the way ``data.build_examples`` does it.
     """
     sample_id = int(getattr(sample, "sample_id", sample))
-    rows = {int(r.sample_id): r for r in session.store.samples().itertuples(index=False)
+    rows = {int(r.sample_id): r for r in store.samples().itertuples(index=False)
             if int(r.sample_id) == sample_id}
     if not rows:
-        raise KeyError(f"no sample {sample_id} in {session.store.path}")
-    builder = _data._Builder(session.tokenizer, rows, 10**9, "truncate", _data.TrainingData())
-    return builder.prompt(sample_id), list(builder.sample(sample_id).ids)
+        raise KeyError(f"no sample {sample_id} in {store.path}")
+    def job():
+        builder = _data._Builder(owner.tokenizer, rows, 10**9, "truncate", _data.TrainingData())
+        return builder.prompt(sample_id), list(builder.sample(sample_id).ids)
+
+    return owner.call(job, name="tokenise")
 
 
-def _pad_id(session) -> int:
-    pad = session.tokenizer.pad_token_id
-    return session.tokenizer.eos_token_id if pad is None else pad
+def _one_step(owner, objective: str, examples, config: TrainConfig):
+    """One step of the trainer's own ``train_step`` on this batch, with a fresh optimizer."""
+    import dataclasses
 
+    import torch
 
-def _device(session) -> torch.device:
-    return next(session.model.parameters()).device
-
-
-def _prepare(session, config: TrainConfig) -> _ReferenceCache:
-    """Attach the LoRA adapter if there is none (it starts at zero: nothing changes yet)."""
-    run = getattr(session, "_run", None)
-    if run is not None and not run.done:
-        raise RuntimeError("a training run is going: wait for it or stop_training() first")
-    session.model = wrap_lora(session.model, config)
-    session.model.eval()
-    if session._reference_cache is None:  # shared with training: the base never changes
-        session._reference_cache = _ReferenceCache()
-    return session._reference_cache
-
-
-def _one_step(session, objective: str, examples, config: TrainConfig, cache):
-    """The body of ``TrainingRun._loop`` for one batch: the trainer's own ``train_step``."""
-    model, device = session.model, _device(session)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _OPTIMIZERS[config.optimizer](params, config.lr)
+    owner.ensure_adapter(config)  # a fresh adapter starts at zero: nothing changes yet
+    model, params = owner.model, owner.trainable_parameters()
+    make = {"sgd": lambda: torch.optim.SGD(params, lr=config.lr),
+            "adamw": lambda: torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0),
+            "rmsprop": lambda: torch.optim.RMSprop(params, lr=config.lr)}[config.optimizer]
+    config = dataclasses.replace(config, pass_tokens=config.pass_tokens or 0)
     model.train()
     try:
-        result = train_step(model, objective, examples, pad_id=_pad_id(session), device=device,
-                            cache=cache, config=config, params=params, optimizer=optimizer)
+        result = train_step(model, objective, examples, pad_id=owner.pad_id, device=owner.device,
+                            cache=owner.reference_cache, config=config, params=params,
+                            optimizer=make())
     finally:
-        optimizer.zero_grad(set_to_none=True)
         model.eval()
     if not result.skipped:
-        session.adapter_step = (session.adapter_step or 0) + 1
+        owner.count_update()
     return result
 
 
-# -- the verbs ------------------------------------------------------------------------------------
-def token_probabilities(session, prompt: str, completion_ids: Sequence[int]) -> list[TokenProb]:
-    """P(token | prompt, earlier tokens) for each completion token, with the adapter on if any.
-
-    Runs under the session's model lock, in eval mode, without gradients. The log-probs sum to
-    what ``losses.sequence_logps`` gives for the same sequence (the trainer's ``log π(y|x)``).
-    """
-    tok = session.tokenizer
+def _probabilities(owner, prompt: str, completion_ids: Sequence[int]) -> list[TokenProb]:
+    tok = owner.tokenizer
     prompt_ids = chat_prompt_ids(tok, prompt)
-    batch = _to(_data.collate_sft([_sft_example(prompt, prompt_ids, completion_ids)], _pad_id(session)),
-                _device(session))
+    batch = to_device(collate_sft([_sft_example(prompt, prompt_ids, completion_ids)], owner.pad_id),
+                      owner.device)
     n_prompt = len(prompt_ids)
-    with session.model_lock, torch.no_grad():
-        session.model.eval()
-        logits = session.model(input_ids=batch["input_ids"],
-                               attention_mask=batch["attention_mask"]).logits  # (1, T, V)
+    model = owner.model
+    with torch.no_grad():
+        model.eval()
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits  # (1, T, V)
         # position t predicts token t + 1: the completion's tokens are predicted from n_prompt − 1 on
         logps = selective_logps(logits[:, n_prompt - 1:-1].float(),
                                 batch["input_ids"][:, n_prompt:])[0].tolist()  # (n,)
@@ -205,7 +191,17 @@ def token_probabilities(session, prompt: str, completion_ids: Sequence[int]) -> 
     return [TokenProb(text, i, math.exp(lp), lp) for text, i, lp in zip(_token_texts(tok, ids), ids, logps)]
 
 
-def sft_step_on(session, prompt: str, completion_ids: Sequence[int], *, lr: float = TEACHING_LR,
+# -- the verbs (any thread: the work runs on the model's thread) ---------------------------------
+def token_probabilities(owner, prompt: str, completion_ids: Sequence[int]) -> list[TokenProb]:
+    """P(token | prompt, earlier tokens) for each completion token, with the adapter on if any.
+
+    In eval mode, without gradients. The log-probs sum to what ``losses.sequence_logps`` gives
+    for the same sequence (the trainer's ``log π(y|x)``).
+    """
+    return owner.call(lambda: _probabilities(owner, prompt, completion_ids), name="probabilities")
+
+
+def sft_step_on(owner, prompt: str, completion_ids: Sequence[int], *, lr: float = TEACHING_LR,
                 optimizer: str = "sgd", **options) -> StepReport:
     """Exactly one SFT optimizer step on one sample; the probabilities before and after.
 
@@ -214,51 +210,61 @@ def sft_step_on(session, prompt: str, completion_ids: Sequence[int], *, lr: floa
     ``options`` go to :class:`~lf_widgets.trainer.TrainConfig` (``lora_r``, ``max_grad_norm`` …).
     """
     config = TrainConfig(objective="sft", lr=lr, optimizer=optimizer, **options)
-    example = _sft_example(prompt, chat_prompt_ids(session.tokenizer, prompt), completion_ids)
-    with session.model_lock:
-        cache = _prepare(session, config)
-        before = token_probabilities(session, prompt, completion_ids)
-        result = _one_step(session, "sft", [example], config, cache)
-        after = token_probabilities(session, prompt, completion_ids)
-    return StepReport(tuple(before), tuple(after), loss_of(before), loss_of(after), lr,
-                      result.grad_norm, result.skipped, result.note)
+
+    def job():
+        example = _sft_example(prompt, chat_prompt_ids(owner.tokenizer, prompt), completion_ids)
+        owner.ensure_adapter(config)
+        before = _probabilities(owner, prompt, completion_ids)
+        result = _one_step(owner, "sft", [example], config)
+        after = _probabilities(owner, prompt, completion_ids)
+        return StepReport(tuple(before), tuple(after), loss_of(before), loss_of(after), lr,
+                          result.grad_norm, result.skipped, result.note)
+
+    return owner.call(job, name="sft step")
 
 
-def dpo_step_on(session, prompt: str, chosen_ids: Sequence[int], rejected_ids: Sequence[int], *,
+def dpo_step_on(owner, prompt: str, chosen_ids: Sequence[int], rejected_ids: Sequence[int], *,
                 lr: float = TEACHING_LR, beta: float = 0.1, optimizer: str = "sgd",
                 **options) -> DPOReport:
     """Exactly one DPO step on one pair (chosen ≻ rejected): rewards and margin before and after."""
     config = TrainConfig(objective="dpo", lr=lr, beta=beta, optimizer=optimizer, **options)
-    pair = _data.PairExample(prompt, chat_prompt_ids(session.tokenizer, prompt), chosen_ids,
-                             rejected_ids, None, -1, "preference")  # ids unused: no stored pair
-    with session.model_lock:
-        cache = _prepare(session, config)
-        result = _one_step(session, "dpo", [pair], config, cache)
+
+    def job():
+        pair = _data.PairExample(prompt, chat_prompt_ids(owner.tokenizer, prompt), chosen_ids,
+                                 rejected_ids, None, -1, "preference")  # ids unused: no stored pair
+        result = _one_step(owner, "dpo", [pair], config)
         before = result.extras
         # the same numbers after the step: train_step without an optimizer only measures
-        after = train_step(session.model, "dpo", [pair], pad_id=_pad_id(session),
-                           device=_device(session), cache=cache, config=config)
-    return DPOReport(result.loss, after.loss, before["chosen_reward"], after.extras["chosen_reward"],
-                     before["rejected_reward"], after.extras["rejected_reward"], lr, beta,
-                     result.grad_norm, result.skipped, result.note)
+        after = train_step(owner.model, "dpo", [pair], pad_id=owner.pad_id, device=owner.device,
+                           cache=owner.reference_cache,
+                           config=dataclasses.replace(config, pass_tokens=0))
+        return DPOReport(result.loss, after.loss, before["chosen_reward"],
+                         after.extras["chosen_reward"], before["rejected_reward"],
+                         after.extras["rejected_reward"], lr, beta, result.grad_norm,
+                         result.skipped, result.note)
+
+    return owner.call(job, name="dpo step")
 
 
-def kto_view(session, prompt: str, completion_ids: Sequence[int], *, desirable: bool = False,
+def kto_view(owner, prompt: str, completion_ids: Sequence[int], *, desirable: bool = False,
              beta: float = 0.1, kl: float | None = None) -> KTOView:
     """What KTO would do with this answer judged good or bad (default: a thumbs-down); no step.
 
     ``kl`` sets the reference point z₀; None estimates it as training does for a batch of this
     one example (its own log-ratio, clipped at 0).
     """
-    example = _data.KTOExample(prompt, chat_prompt_ids(session.tokenizer, prompt), completion_ids,
-                               desirable, -1)
-    with session.model_lock:
-        cache = _prepare(session, TrainConfig(objective="kto", beta=beta))
-        batch = _to(_data.collate_kto([example], _pad_id(session)), _device(session))
-        ref = cache.get(session.model, batch, [example.key]).cpu()  # (1,)
+    def job():
+        example = _data.KTOExample(prompt, chat_prompt_ids(owner.tokenizer, prompt),
+                                   completion_ids, desirable, -1)
+        owner.ensure_adapter(TrainConfig(objective="kto", beta=beta))
+        batch = to_device(collate_kto([example], owner.pad_id), owner.device)
+        ref = owner.reference_cache.get(owner.model, batch, [example.key]).cpu()  # (1,)
         with torch.no_grad():
-            policy, _ = _forward_logps(session.model, batch)  # (1,) adapter on
-    policy = policy.cpu().requires_grad_()  # a leaf, to read ∂loss/∂log π
+            policy, _ = forward_logps(owner.model, batch)  # (1,) adapter on
+        return policy.cpu(), ref
+
+    policy, ref = owner.call(job, name="kto view")
+    policy = policy.requires_grad_()  # a leaf, to read ∂loss/∂log π
     # z₀ from mismatched rows: a batch of one has none, so training uses its own row (collate_kto)
     kl_rows = (policy.detach(), ref) if kl is None else (torch.tensor([float(kl)]), torch.zeros(1))
     empty = policy.new_zeros(0)
@@ -272,20 +278,20 @@ def kto_view(session, prompt: str, completion_ids: Sequence[int], *, desirable: 
 
 
 class SampleStepper:
-    """The kernel side of :class:`~lf_widgets.panels.stepper.StepperPanel`: one session, one sample.
+    """The kernel side of :class:`~lf_widgets.panels.stepper.StepperPanel`: one model, one sample.
 
     The panel imports no torch; it calls :meth:`probabilities` and :meth:`step` of this object.
     """
 
-    def __init__(self, session, sample, *, lr: float = TEACHING_LR, **options):
-        self.session, self.lr, self.options = session, lr, options
-        self.prompt, self.completion_ids = sample_tokens(session, sample)
+    def __init__(self, owner, store, sample, *, lr: float = TEACHING_LR, **options):
+        self.owner, self.lr, self.options = owner, lr, options
+        self.prompt, self.completion_ids = sample_tokens(owner, store, sample)
 
     def probabilities(self) -> list[TokenProb]:
-        return token_probabilities(self.session, self.prompt, self.completion_ids)
+        return token_probabilities(self.owner, self.prompt, self.completion_ids)
 
     def step(self) -> StepReport:
-        return sft_step_on(self.session, self.prompt, self.completion_ids, lr=self.lr, **self.options)
+        return sft_step_on(self.owner, self.prompt, self.completion_ids, lr=self.lr, **self.options)
 
 
 def _sft_example(prompt: str, prompt_ids, completion_ids) -> _data.SFTExample:

@@ -20,6 +20,17 @@ def session(tiny, tmp_path):
     s.close()
 
 
+@pytest.fixture
+def fresh(tmp_path):
+    """A session on its own tiny model (training changes it), store on disk."""
+    from lf_widgets import Session
+    from lf_widgets.models import tiny_model
+
+    s = Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite", annotator="ann")
+    yield s
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def default_model_cache():
     """The cache folder holding the converted default model (converted once, ~20 s, if missing).

@@ -13,22 +13,21 @@ from lf_widgets.models import tiny_model
 from lf_widgets.trainer import TrainConfig
 
 
-@pytest.fixture
-def fresh(tmp_path):
-    """A session on its own tiny model (training changes it), store on disk."""
-    s = lfw.Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite", annotator="ann")
-    yield s
-    if s.training is not None:
-        s.stop_training()
-    s.close()
+from .helpers import finished_samples
+
+WAIT = 120  # seconds: generous, the machine may be loaded
 
 
 def rated(session, ratings=(5, 1, 4, 2), prompts=("hello", "world")):
-    samples = session.generate(list(prompts), n=len(ratings), max_new_tokens=8, seed=0,
-                               progress=False)
+    samples = finished_samples(session, prompts, n=len(ratings))
     for i, s in enumerate(samples):
         session.record_rating(s.sample_id, ratings[i % len(ratings)])
     return samples
+
+
+def on_thread(session, fn):
+    """Run ``fn(model)`` on the model's thread (the only one that may touch it)."""
+    return session.model.call(lambda: fn(session.model.model))
 
 
 def logp_of(session, prompt_ids, completion_ids):
@@ -38,12 +37,27 @@ def logp_of(session, prompt_ids, completion_ids):
     labels = ids.clone()
     labels[0, :len(prompt_ids)] = -100
     with torch.no_grad():
-        return sequence_logps(session.model(input_ids=ids).logits, labels)[0].item()
+        return on_thread(session, lambda m: sequence_logps(m(input_ids=ids).logits, labels)[0].item())
+
+
+def named(session):
+    return on_thread(session, lambda m: {n: p.detach().clone() for n, p in m.named_parameters()})
+
+
+def requires_grad(session):
+    return on_thread(session, lambda m: {n: p.requires_grad for n, p in m.named_parameters()})
+
+
+def after_steps(session, k):
+    """An Event set once ``k`` steps of the coming run are reported (wait on it, no polling)."""
+    done, seen = threading.Event(), []
+    session.on("step", lambda m: (seen.append(m), len(seen) >= k and done.set()))
+    return done
 
 
 def test_train_returns_at_once_and_lora_moves_but_base_does_not(fresh):
     rated(fresh)
-    base_before = {n: p.clone() for n, p in fresh.model.named_parameters()}
+    base_before = named(fresh)
     gate = threading.Event()
     fresh.on("train_state", lambda st: gate.wait(30) if st.state == "running" else None)
     run = fresh.train(steps=4, lr=1e-2)
@@ -53,17 +67,18 @@ def test_train_returns_at_once_and_lora_moves_but_base_does_not(fresh):
     gate.set()
     run.wait(60)
     assert run.state == "done" and len(run.metrics) == 4
-    assert isinstance(fresh.model, PeftModel)
+    assert fresh.model.has_adapter
     changed_lora = 0
-    for name, p in fresh.model.named_parameters():
+    grads = requires_grad(fresh)
+    for name, p in named(fresh).items():
         if "lora_" in name:
-            changed_lora += p.requires_grad
+            changed_lora += grads[name]
             continue
         original = name.replace("base_model.model.", "").replace(".base_layer", "")
         assert torch.equal(p, base_before[original]), f"base parameter {original} changed"
-        assert not p.requires_grad
+        assert not grads[name]
     assert changed_lora > 0
-    lora_b = [p for n, p in fresh.model.named_parameters() if "lora_B" in n]
+    lora_b = [p for n, p in named(fresh).items() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: non-zero means it learnt
 
 
@@ -71,7 +86,7 @@ def test_sft_steps_raise_the_target_logprob(fresh):
     from lf_widgets.data import build_examples
 
     rated(fresh, ratings=(5, 4), prompts=("hello",))
-    target = build_examples(fresh.store, fresh.tokenizer).sft[0]
+    target = on_thread(fresh, lambda m: build_examples(fresh.store, fresh.tokenizer)).sft[0]
     before = logp_of(fresh, target.prompt_ids, target.completion_ids)
     run = fresh.train("sft", steps=8, lr=1e-2, batch_size=2).wait(60)
     after = logp_of(fresh, target.prompt_ids, target.completion_ids)
@@ -85,7 +100,7 @@ def test_dpo_steps_raise_the_reward_margin(fresh):
     from lf_widgets.losses import dpo_loss
 
     rated(fresh)
-    pairs = build_examples(fresh.store, fresh.tokenizer).pairs
+    pairs = on_thread(fresh, lambda m: build_examples(fresh.store, fresh.tokenizer)).pairs
     ref = [(logp_of(fresh, p.prompt_ids, p.chosen_ids), logp_of(fresh, p.prompt_ids, p.rejected_ids))
            for p in pairs]
     run = fresh.train("dpo", steps=10, lr=1e-2).wait(60)
@@ -94,7 +109,7 @@ def test_dpo_steps_raise_the_reward_margin(fresh):
     out = dpo_loss(*(torch.tensor(x) for x in zip(*pol)), *(torch.tensor(x) for x in zip(*ref)))
     assert out.margins.mean() > 0.05 and out.accuracies.mean() > 0.5
     assert run.metrics[-1].extras["reward_margin"] > run.metrics[0].extras["reward_margin"]
-    cache = fresh._reference_cache
+    cache = fresh.model.reference_cache
     sequences = {(p.prompt_ids, c) for p in pairs for c in (p.chosen_ids, p.rejected_ids)}
     assert cache.misses == len(sequences) and cache.hits > 0  # each reference computed once
 
@@ -129,6 +144,60 @@ def test_config_is_checked():
         TrainConfig(steps=0)
 
 
+@pytest.mark.parametrize("bad", [dict(lr=float("inf")), dict(lr=0), dict(max_grad_norm=float("nan")),
+                                 dict(beta=-0.1), dict(lora_alpha=0), dict(checkpoint_every=-1),
+                                 dict(steps=2.5), dict(steps=True), dict(batch_size="4"),
+                                 dict(holdout=1.0), dict(lora_dropout=float("nan"))])
+def test_every_numeric_option_is_checked_before_any_work(fresh, bad):
+    rated(fresh)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        fresh.train(**bad)
+    assert fresh.training is None and not fresh.model.has_adapter
+
+
+def test_unknown_option_is_named(fresh):
+    with pytest.raises(TypeError, match="stpes"):
+        fresh.train(stpes=3)
+
+
+def test_infinite_lr_is_rolled_back_and_never_checkpointed(fresh, tmp_path):
+    rated(fresh)
+    run = fresh.train("dpo", steps=3, lr=1e300, checkpoint_every=1).wait(WAIT)
+    assert all(m.skipped for m in run.metrics)
+    assert all("rolled back" in m.note for m in run.metrics)
+    assert on_thread(fresh, lambda m: all(torch.isfinite(p).all() for p in m.parameters()))
+    assert fresh.store.checkpoints().empty  # no step happened: nothing to save
+    fresh.close()
+    again = lfw.Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite")
+    assert again.adapter_step is None  # nothing to resume
+    again.generate("still works", n=1, max_new_tokens=2, progress=False)
+    again.close()
+
+
+def test_a_non_finite_checkpoint_is_never_resumed(fresh, tmp_path, capsys):
+    rated(fresh)
+    fresh.train("dpo", steps=2, lr=1e-2, checkpoint_every=1).wait(WAIT)
+    paths = fresh.store.checkpoints().path.tolist()
+    assert len(paths) == 2
+    from safetensors.torch import load_file, save_file
+
+    bad = f"{paths[-1]}/adapter_model.safetensors"  # someone (or a bug) wrote NaN into it
+    weights = load_file(bad)
+    save_file({k: v * float("nan") for k, v in weights.items()}, bad)
+    fresh.close()
+    again = lfw.Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite")
+    assert again.adapter_step == 1  # the earlier, finite one
+    assert "not finite" in capsys.readouterr().out
+    again.close()
+
+
+def test_a_huge_lr_warns_of_divergence(fresh):
+    rated(fresh)
+    run = fresh.train("dpo", steps=2, lr=1e3, optimizer="sgd", max_grad_norm=1e9).wait(WAIT)
+    notes = " ".join(m.note for m in run.metrics)
+    assert "diverging" in notes or all(m.skipped for m in run.metrics)
+
+
 @pytest.mark.parametrize("optimizer", ["rmsprop", "sgd"])
 def test_other_optimizers(fresh, optimizer):
     rated(fresh)
@@ -138,9 +207,9 @@ def test_other_optimizers(fresh, optimizer):
 
 def test_stop_in_the_middle_leaves_a_loadable_finite_adapter(fresh, tmp_path):
     rated(fresh)
+    three = after_steps(fresh, 3)
     run = fresh.train("dpo", steps=10_000, lr=1e-3)
-    while len(run.metrics) < 3:
-        time.sleep(0.01)
+    assert three.wait(WAIT)
     fresh.stop_training()
     assert run.state == "stopped" and 3 <= len(run.metrics) < 10_000
     [checkpoint] = fresh.store.checkpoints().path.tolist()
@@ -150,23 +219,25 @@ def test_stop_in_the_middle_leaves_a_loadable_finite_adapter(fresh, tmp_path):
 
 def test_pause_and_resume(fresh):
     rated(fresh)
+    first = after_steps(fresh, 1)
+    parked = threading.Event()
+    fresh.on("train_state", lambda st: parked.set() if st.state == "paused" else None)
     run = fresh.train("dpo", steps=10_000, lr=1e-3)
-    while not run.metrics:
-        time.sleep(0.01)
+    assert first.wait(WAIT)
     fresh.pause_training()
-    time.sleep(0.3)  # the step in flight finishes
+    assert parked.wait(WAIT)  # the step in flight finished, then the run parked
     n = len(run.metrics)
-    time.sleep(0.5)
+    fresh.model.call(lambda: None)  # a job after the pause ran: no step was queued meanwhile
     assert run.state == "paused" and len(run.metrics) == n
+    more = after_steps(fresh, 1)
     fresh.resume_training()
-    while len(run.metrics) <= n:
-        time.sleep(0.01)
+    assert more.wait(WAIT)
     fresh.stop_training()
-    assert run.state == "stopped"
+    assert run.state == "stopped" and len(run.metrics) > n
 
 
 def test_nan_loss_is_skipped_and_reported(fresh, monkeypatch):
-    import lf_widgets.trainer as trainer
+    import lf_widgets.step as trainer
 
     real = trainer.sft_loss
     calls = {"n": 0}
@@ -184,18 +255,18 @@ def test_nan_loss_is_skipped_and_reported(fresh, monkeypatch):
     assert [m.skipped for m in run.metrics] == [False, True, False, False]
     assert "loss is nan" in run.metrics[1].note and math.isnan(run.metrics[1].loss)
     assert fresh.adapter_step == 3  # the skipped step applied nothing
-    assert all(torch.isfinite(p).all() for p in fresh.model.parameters())
+    assert on_thread(fresh, lambda m: all(torch.isfinite(p).all() for p in m.parameters()))
     assert len(states) == 4
 
 
 def test_200_clicks_while_training_are_all_stored(fresh):
     samples = rated(fresh)
     panel = fresh.rate(display=False)
+    first = after_steps(fresh, 1)
     run = fresh.train("dpo", steps=10_000, lr=1e-3)
-    while not run.metrics:
-        time.sleep(0.01)
+    assert first.wait(WAIT)
     for i in range(200):
-        panel._card_widgets[i % len(panel.samples)].stars[i % 5].click()
+        panel.cards[i % len(panel.cards)].stars[i % 5].click()
     assert run.state == "running"  # the clicks really happened during training
     fresh.stop_training()
     events = fresh.store.events()
@@ -204,13 +275,13 @@ def test_200_clicks_while_training_are_all_stored(fresh):
 
 def test_generation_during_training_records_the_adapter_step(fresh):
     rated(fresh)
-    run = fresh.train("dpo", steps=10_000, lr=1e-3)
-    while len(run.metrics) < 2:
-        time.sleep(0.01)
+    two = after_steps(fresh, 2)
+    fresh.train("dpo", steps=10_000, lr=1e-3)
+    assert two.wait(WAIT)
     new = fresh.generate("during", n=2, max_new_tokens=4, progress=False)
     fresh.stop_training()
     assert all(s.adapter_step is not None and s.adapter_step >= 2 for s in new)
-    assert all(torch.isfinite(p).all() for p in fresh.model.parameters())
+    assert on_thread(fresh, lambda m: all(torch.isfinite(p).all() for p in m.parameters()))
 
 
 def test_checkpoint_loaded_into_fresh_session_gives_identical_logits(fresh, tmp_path):
@@ -219,11 +290,11 @@ def test_checkpoint_loaded_into_fresh_session_gives_identical_logits(fresh, tmp_
     fresh.save_adapter(tmp_path / "adapter")
     ids = torch.tensor([[1, 5, 9, 20, 33, 7]])
     with torch.no_grad():
-        want = fresh.model(input_ids=ids).logits
+        want = on_thread(fresh, lambda m: m(input_ids=ids).logits)
     other = lfw.Session(tiny_model(seed=0), store=tmp_path / "other.sqlite",
                         adapter=tmp_path / "adapter")
     with torch.no_grad():
-        got = other.model(input_ids=ids).logits
+        got = on_thread(other, lambda m: m(input_ids=ids).logits)
     assert torch.equal(got, want) and other.adapter_step == 3
     # and the standard PEFT loader reads the same folder
     plain = PeftModel.from_pretrained(tiny_model(seed=0)[0], tmp_path / "adapter")
@@ -237,12 +308,12 @@ def test_new_session_on_same_store_resumes_latest_checkpoint_and_history(fresh, 
     fresh.train("dpo", steps=3, lr=1e-2, checkpoint_every=2).wait(60)
     ids = torch.tensor([[1, 5, 9, 20]])
     with torch.no_grad():
-        want = fresh.model(input_ids=ids).logits
+        want = on_thread(fresh, lambda m: m(input_ids=ids).logits)
     fresh.close()
     again = lfw.Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite")  # "after a restart"
     assert again.adapter_step == 3
     with torch.no_grad():
-        assert torch.equal(again.model(input_ids=ids).logits, want)
+        assert torch.equal(on_thread(again, lambda m: m(input_ids=ids).logits), want)
     history = again.training_history()
     assert history.step.tolist() == [1, 2, 3] and "reward_margin" in history.columns
     run = again.train("dpo", steps=2, lr=1e-2).wait(60)
@@ -252,14 +323,14 @@ def test_new_session_on_same_store_resumes_latest_checkpoint_and_history(fresh, 
 
 def test_feedback_given_during_training_joins_the_pool(fresh):
     rated(fresh, ratings=(5,), prompts=("x",))
+    first = after_steps(fresh, 1)
+    grown = threading.Event()
+    fresh.on("step", lambda m: grown.set() if m.examples >= 2 else None)
     run = fresh.train("sft", steps=10_000, lr=1e-3, refresh_every=1, batch_size=8)
-    while not run.metrics:
-        time.sleep(0.01)
+    assert first.wait(WAIT)
     extra = fresh.store.add_samples([lfw.store.SampleRecord("a brand new good answer", prompt="y")])
     fresh.record_rating(extra[0], 5)
-    deadline = time.time() + 30
-    while time.time() < deadline and run.metrics[-1].examples < 2:
-        time.sleep(0.05)
+    assert grown.wait(WAIT)
     fresh.stop_training()
     assert run.metrics[-1].examples == 2
 
@@ -267,7 +338,7 @@ def test_feedback_given_during_training_joins_the_pool(fresh):
 
 def test_logits_only_where_scored_give_the_same_logps():
     from lf_widgets.losses import sequence_logps
-    from lf_widgets.trainer import _forward_logps
+    from lf_widgets.step import forward_logps as _forward_logps
 
     model, _ = tiny_model(seed=0)
     ids = torch.randint(5, 300, (3, 20), generator=torch.Generator().manual_seed(0))
@@ -288,14 +359,16 @@ def _examples(session, pool):
     from lf_widgets.data import build_examples
 
     rated(session, ratings=(5, 1, 4, 2, 3), prompts=("hello", "world", "again"))
-    examples = getattr(build_examples(session.store, session.tokenizer), pool)
+    examples = getattr(on_thread(session, lambda m: build_examples(session.store, session.tokenizer)), pool)
     assert len(examples) >= 3, f"need a few {pool} examples, got {len(examples)}"
     return examples[:4]
 
 
 @pytest.mark.parametrize("objective,pool", [("sft", "sft"), ("dpo", "pairs"), ("kto", "kto")])
 def test_a_batch_split_into_passes_gives_the_same_update(fresh, objective, pool):
-    from lf_widgets.trainer import _ReferenceCache, split_passes, train_step, wrap_lora
+    from lf_widgets._planning import split_passes
+    from lf_widgets.adapters import wrap_lora
+    from lf_widgets.step import ReferenceCache as _ReferenceCache, train_step
 
     examples = _examples(fresh, pool)
     pad_id = fresh.tokenizer.pad_token_id
@@ -334,7 +407,7 @@ def test_a_batch_split_into_passes_gives_the_same_update(fresh, objective, pool)
 
 def test_split_passes_respects_the_token_budget():
     from lf_widgets.data import PairExample, SFTExample
-    from lf_widgets.trainer import split_passes
+    from lf_widgets._planning import split_passes
 
     sft = [SFTExample("p", (1,) * 10, (2,) * n, i, "rating") for i, n in enumerate((5, 20, 10, 90))]
     assert split_passes(sft, None) == [sft] and split_passes(sft, 0) == [sft]
@@ -346,27 +419,27 @@ def test_split_passes_respects_the_token_budget():
 
 
 def test_small_passes_only_where_memory_is_small(monkeypatch):
-    from lf_widgets.trainer import CPU_PASS_TOKENS, pass_tokens
+    from lf_widgets._planning import CPU_PASS_TOKENS, pass_tokens
 
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setenv("LF_WIDGETS_MEMORY_LIMIT", "2G")  # a Binder kernel
-    assert pass_tokens(TrainConfig(), cpu) == CPU_PASS_TOKENS
-    assert pass_tokens(TrainConfig(), cuda) is None  # GPU memory is another matter
-    assert pass_tokens(TrainConfig(pass_tokens=0), cpu) == 0  # the config always wins
-    assert pass_tokens(TrainConfig(pass_tokens=512), cpu) == 512
+    assert pass_tokens(None, "cpu") == CPU_PASS_TOKENS
+    assert pass_tokens(None, "cuda") == 0  # GPU memory is another matter
+    assert pass_tokens(0, "cpu") == 0  # the config always wins
+    assert pass_tokens(512, "cpu") == 512
     monkeypatch.setenv("LF_WIDGETS_MEMORY_LIMIT", "16G")  # a laptop: one pass is faster
-    assert pass_tokens(TrainConfig(), cpu) is None
+    assert pass_tokens(None, "cpu") == 0
     with pytest.raises(ValueError, match="pass_tokens"):
         TrainConfig(pass_tokens=-1)
 
 
 def test_small_memory_run_splits_batches_and_releases_memory(fresh, monkeypatch):
-    import lf_widgets.trainer as trainer
+    import lf_widgets._planning as planning
+    import lf_widgets.step as trainer
 
     monkeypatch.setenv("LF_WIDGETS_MEMORY_LIMIT", "2G")
-    monkeypatch.setattr(trainer, "CPU_PASS_TOKENS", 1)  # one example per pass
+    monkeypatch.setattr(planning, "CPU_PASS_TOKENS", 1)  # one example per pass
     trims, passes = [], []
-    monkeypatch.setattr(trainer, "release_memory", lambda: trims.append(1))
+    monkeypatch.setattr(planning, "release_memory", lambda: trims.append(1))
     real_step = trainer.train_step
 
     def counting(*args, **kwargs):
@@ -381,25 +454,30 @@ def test_small_memory_run_splits_batches_and_releases_memory(fresh, monkeypatch)
     assert passes == [m.examples for m in run.metrics] and max(passes) == 2
     assert len(trims) == 3  # after every step
     monkeypatch.undo()
-    trainer.release_memory()  # the real one is safe to call anywhere (glibc or not)
+    planning.release_memory()  # the real one is safe to call anywhere (glibc or not)
 
 
 def test_kto_reference_rows_are_all_cached_after_one_epoch(fresh):
     from lf_widgets.batching import length_batches
     from lf_widgets.data import build_examples
-    from lf_widgets.trainer import _ReferenceCache, train_step, wrap_lora
+    from lf_widgets.adapters import wrap_lora
+    from lf_widgets.step import ReferenceCache as _ReferenceCache, train_step
 
     rated(fresh, ratings=(5, 1, 4, 2, 1), prompts=("hello", "world", "again"))
-    pool = build_examples(fresh.store, fresh.tokenizer).kto
+    pool = on_thread(fresh, lambda m: build_examples(fresh.store, fresh.tokenizer)).kto
     assert len(pool) >= 4
-    config = TrainConfig(objective="kto", batch_size=2)
-    model = wrap_lora(fresh.model, config)
+    config = TrainConfig(objective="kto", batch_size=2, pass_tokens=0)
     cache, misses = _ReferenceCache(), []
-    with torch.no_grad():
-        for epoch in range(3):  # reshuffled batches each epoch, as in training
-            for batch in length_batches(pool, 2, seed=epoch):
-                train_step(model, "kto", batch, pad_id=fresh.tokenizer.pad_token_id, device="cpu",
-                           cache=cache, config=config)
-            misses.append(cache.misses)
+
+    def epochs(m):
+        model = wrap_lora(m, config)
+        with torch.no_grad():
+            for epoch in range(3):  # reshuffled batches each epoch, as in training
+                for batch in length_batches(pool, 2, seed=epoch):
+                    train_step(model, "kto", batch, pad_id=fresh.tokenizer.pad_token_id,
+                               device="cpu", cache=cache, config=config)
+                misses.append(cache.misses)
+
+    on_thread(fresh, epochs)
     # matched rows and the fixed KL partners: each computed once, in the first epoch
     assert misses[0] <= 2 * len(pool) and misses[1] == misses[2] == misses[0]

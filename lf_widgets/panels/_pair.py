@@ -1,7 +1,14 @@
-"""Two samples side by side and a choice: the shared view of the preference and A/B panels."""
+"""Two samples side by side and a choice: the shared view of the preference and A/B panels.
+
+Items arrive as their two samples are written (both complete before an item is shown). What is
+chosen is read from the Session (``session.judgements``), never kept here: choosing again on an
+item replaces the earlier choice, undo brings the earlier one back, and a choice made elsewhere
+shows here too.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +16,7 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import traitlets
 
+from ._display import DisplayOnce
 from ._keys import PANEL_CLASS, KeyListener
 from ._text import escaped_html
 
@@ -29,54 +37,82 @@ class PairItem:
     right: object  # lf_widgets.session.Sample shown as B
 
 
-class PairPanel(widgets.VBox):
-    """Base view: one item per page, choices A / B / tie / both bad, optional reason, undo."""
+class PairPanel(DisplayOnce, widgets.VBox):
+    """Base view: one item per page, choices A / B / tie / both bad, optional reason, undo.
 
+    Subclasses say how a choice is stored (``_record``), which choices are in force
+    (``_choices``: item index -> choice as shown) and which event kind they write (``KIND``).
+    """
+
+    KIND = ""
     index = traitlets.Int(0, help="Which item is shown (0-based).")
-    judged = traitlets.Int(0, help="Items with a choice from this annotator.")
-    total = traitlets.Int(0, help="Items in this panel.")
+    judged = traitlets.Int(0, help="Items with a choice in force from this annotator.")
+    total = traitlets.Int(0, help="Items in this panel (arrived or still being written).")
+    ready = traitlets.Int(0, help="Items whose two answers are both written.")
 
-    def __init__(self, session, items: Sequence[PairItem], *, title: str, **kwargs):
+    def __init__(self, session, items: Sequence[PairItem], *, title: str, total: int | None = None,
+                 **kwargs):
         self._session = session
+        self._lock = threading.RLock()  # items arrive on the model's thread
         self.items = list(items)
-        self._choices: dict[int, str] = {}  # item index -> choice (sides as shown)
-        self._title = widgets.HTML(escaped_html(title, style="font-weight:bold"))
-        self._prompt = widgets.HTML()
-        self._left, self._right = widgets.HTML(), widgets.HTML()
-        self._buttons = {c: widgets.Button(description=label, tooltip=f"{label} (key {k})")
-                         for (k, c), label in zip(_KEY_TO_CHOICE.items(), CHOICES.values())}
-        self._reason = widgets.Text(placeholder="why? (optional)", description="Reason:")
-        self._status = widgets.Label("")
-        self._progress = widgets.Label()
-        self._prev = widgets.Button(description="◀ Prev")
-        self._next = widgets.Button(description="Next ▶")
-        self._undo = widgets.Button(description="Undo", icon="undo")
+        self.title = widgets.HTML(escaped_html(title, style="font-weight:bold"))
+        self.prompt_text = widgets.HTML()
+        self.left_text, self.right_text = widgets.HTML(), widgets.HTML()
+        self.buttons = {c: widgets.Button(description=label, tooltip=f"{label} (key {k})")
+                        for (k, c), label in zip(_KEY_TO_CHOICE.items(), CHOICES.values())}
+        self.reason = widgets.Text(placeholder="why? (optional)", description="Reason:")
+        self.status = widgets.HTML()
+        self.progress = widgets.HTML()
+        self.prev_button = widgets.Button(description="◀ Prev")
+        self.next_button = widgets.Button(description="Next ▶")
+        self.undo_button = widgets.Button(description="Undo", icon="undo")
         self.keyboard = KeyListener(["a", "b", "t", "x", "n", "p", "u"],
                                     {"a/b": "choose side", "t": "tie", "x": "both bad",
                                      "n/p": "next/previous", "u": "undo"}, self.press)
         half = widgets.Layout(width="50%")
         super().__init__([
-            widgets.HBox([self._title, self._progress]), self._prompt,
-            widgets.HBox([widgets.VBox([widgets.Label("A"), self._left], layout=half),
-                          widgets.VBox([widgets.Label("B"), self._right], layout=half)]),
-            widgets.HBox(list(self._buttons.values())), widgets.HBox([self._reason, self._status]),
-            widgets.HBox([self._prev, self._next, self._undo]), self.keyboard,
+            widgets.HBox([self.title, self.progress]), self.prompt_text,
+            widgets.HBox([widgets.VBox([widgets.HTML("<b>A</b>"), self.left_text], layout=half),
+                          widgets.VBox([widgets.HTML("<b>B</b>"), self.right_text], layout=half)]),
+            widgets.HBox(list(self.buttons.values())), widgets.HBox([self.reason, self.status]),
+            widgets.HBox([self.prev_button, self.next_button, self.undo_button]), self.keyboard,
         ], **kwargs)
         self.add_class(PANEL_CLASS)
-        for choice, button in self._buttons.items():
+        for choice, button in self.buttons.items():
             button.on_click(lambda _, c=choice: self.choose(c))
-        self._prev.on_click(lambda _: self.prev())
-        self._next.on_click(lambda _: self.next())
-        self._undo.on_click(lambda _: self.undo())
-        self.total = len(self.items)
+        self.prev_button.on_click(lambda _: self.prev())
+        self.next_button.on_click(lambda _: self.next())
+        self.undo_button.on_click(lambda _: self.undo())
+        self.total = len(self.items) if total is None else total
+        self._unsubscribe = [session.on("judgement", self._on_judgement),
+                             session.on("undo", self._on_judgement)]
         self._render()
 
-    # -- subclasses say how a choice is stored ---------------------------------------------------
+    # -- subclasses ------------------------------------------------------------------------------
     def _record(self, index: int, choice: str, reason: str | None):
+        raise NotImplementedError
+
+    def _choices(self) -> dict[int, str]:
         raise NotImplementedError
 
     def _after_change(self) -> None:
         """Hook: called after every choice or undo."""
+
+    # -- items arriving (model's thread) ---------------------------------------------------------
+    def add_item(self, item: PairItem) -> None:
+        """Show one more item (its two answers are written)."""
+        with self._lock:
+            self.items.append(item)
+            self._render()
+
+    def sample_ids(self) -> list[int]:
+        return [s.sample_id for item in list(self.items) for s in (item.left, item.right)]
+
+    def _on_judgement(self, event) -> None:
+        if event.kind in (self.KIND, "undo") and event.sample_id in set(self.sample_ids()):
+            with self._lock:
+                self._render()
+                self._after_change()
 
     # -- view ------------------------------------------------------------------------------------
     @traitlets.observe("index")
@@ -84,63 +120,74 @@ class PairPanel(widgets.VBox):
         self._render()
 
     def _render(self) -> None:
-        if not self.items:
-            self._prompt.value = escaped_html("(nothing to compare)")
-            self._left.value = self._right.value = ""
-        else:
-            item = self.items[self.index]
-            self._prompt.value = escaped_html(
-                f"Item {self.index + 1} of {self.total}: {item.prompt or '(no prompt)'}",
-                style="font-weight:bold;white-space:pre-wrap")
-            self._left.value = escaped_html(item.left.text, style=_TEXT_STYLE)
-            self._right.value = escaped_html(item.right.text, style=_TEXT_STYLE)
-        chosen = self._choices.get(self.index)
-        for choice, button in self._buttons.items():
-            button.button_style = "success" if choice == chosen else ""
-        self._progress.value = f"{self.judged} of {self.total} judged"
-        self._prev.disabled = self.index == 0
-        self._next.disabled = self.index >= self.total - 1
+        with self._lock:
+            self.ready = len(self.items)
+            if not self.items:
+                waiting = "(nothing to compare)" if not self.total else "(answers are being written…)"
+                self.prompt_text.value = escaped_html(waiting)
+                self.left_text.value = self.right_text.value = ""
+            else:
+                item = self.items[self.index]
+                self.prompt_text.value = escaped_html(
+                    f"Item {self.index + 1} of {self.total}: {item.prompt or '(no prompt)'}",
+                    style="font-weight:bold;white-space:pre-wrap")
+                self.left_text.value = escaped_html(item.left.text, style=_TEXT_STYLE)
+                self.right_text.value = escaped_html(item.right.text, style=_TEXT_STYLE)
+            choices = self._choices() if self.items else {}
+            self.judged = len(choices)
+            chosen = choices.get(self.index)
+            for choice, button in self.buttons.items():
+                button.button_style = "success" if choice == chosen else ""
+                button.disabled = not self.items
+            more = f" · {self.total - self.ready} still being written" if self.ready < self.total else ""
+            self.progress.value = escaped_html(f"{self.judged} of {self.total} judged{more}",
+                                               tag="span")
+            self.prev_button.disabled = self.index == 0
+            self.next_button.disabled = self.index >= len(self.items) - 1
 
     # -- actions ---------------------------------------------------------------------------------
     def choose(self, choice: str) -> bool:
-        """Record ``choice`` ("a", "b", "tie", "both_bad") for the item shown, then move on."""
+        """Record ``choice`` ("a", "b", "tie", "both_bad") for the item shown, then move on.
+
+        Choosing again on an item replaces the earlier choice (only the latest counts)."""
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {list(CHOICES)}, got {choice!r}")
         if not self.items:
             return False
-        reason = self._reason.value.strip() or None
+        reason = self.reason.value.strip() or None
+        before = self._choices().get(self.index)
         try:
             self._record(self.index, choice, reason)
         except Exception as err:  # shown: the person must know it did not save
-            self._status.value = f"✗ not saved: {err}"
+            self.status.value = escaped_html(f"✗ not saved: {err}", tag="span")
             return False
-        self._choices[self.index] = choice
-        self.judged = len(self._choices)
-        self._status.value = f"✓ saved {CHOICES[choice]} at {time.strftime('%H:%M:%S')}"
-        self._reason.value = ""
-        self._after_change()
-        if self.index < self.total - 1:
+        again = f" (replaces {CHOICES[before]})" if before and before != choice else ""
+        self.status.value = escaped_html(
+            f"✓ saved {CHOICES[choice]}{again} at {time.strftime('%H:%M:%S')}", tag="span")
+        self.reason.value = ""
+        if self.index < len(self.items) - 1:
             self.index += 1
         else:
             self._render()
         return True
 
     def undo(self) -> bool:
-        """Cancel this annotator's latest choice in this panel and show that item again."""
-        if not self._choices:
+        """Cancel this annotator's latest choice in this panel; the one it replaced (if any) is
+        in force again, and that item is shown."""
+        if not self.items:
             return False
-        last = list(self._choices)[-1]
-        event = self._session.undo(annotator=self._session.annotator)
+        event = self._session.undo(sample_ids=self.sample_ids(), kinds=[self.KIND])
         if event is None:
             return False
-        del self._choices[last]
-        self.judged = len(self._choices)
-        self._status.value = "↶ undone"
-        self._after_change()
-        if self.index != last:
-            self.index = last
-        else:
-            self._render()
+        ids = (event.sample_id, event.value.get("other"))
+        for i, item in enumerate(self.items):
+            if (item.left.sample_id, item.right.sample_id) in (ids, ids[::-1]):
+                if self.index != i:
+                    self.index = i
+                now = self._choices().get(i)
+                self.status.value = escaped_html(
+                    f"↶ undone; in force now: {CHOICES[now] if now else 'no choice'}", tag="span")
+        self._render()
         return True
 
     def press(self, key: str) -> None:
@@ -155,7 +202,16 @@ class PairPanel(widgets.VBox):
             self.undo()
 
     def next(self) -> None:
-        self.index = min(self.index + 1, max(self.total - 1, 0))
+        self.index = min(self.index + 1, max(len(self.items) - 1, 0))
 
     def prev(self) -> None:
         self.index = max(self.index - 1, 0)
+
+    def close(self) -> None:
+        for unsubscribe in getattr(self, "_unsubscribe", []):
+            try:
+                unsubscribe()
+            except ValueError:
+                pass
+        self._unsubscribe = []
+        super().close()

@@ -1,124 +1,204 @@
 """RatingPanel: rate samples 1–5, critique them, correct them — one prompt at a time.
 
-A thin view: it holds no feedback of its own beyond what it shows, calls Session verbs, and
-every button has a method twin (``panel.rate(0, 4)``) that runs the very code the click runs.
+A thin view. It shows samples as they stream in (text growing token by token, rateable the
+moment a sample is finished), holds no judgement of its own — what it shows as rated, critiqued
+or corrected is read from the Session (``session.judgements``) and re-read on every
+``"judgement"`` / ``"undo"`` event for its samples, whichever panel or cell made it — and every
+button has a method twin (``panel.rate(0, 4)``) that runs the very code the click runs.
 Model output and prompts are untrusted: they are escaped before they reach an HTML widget.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 
 import ipywidgets as widgets
 import traitlets
 
+from ._display import DisplayOnce
 from ._keys import PANEL_CLASS, KeyListener
 from ._text import escaped_html
 
 __all__ = ["RatingPanel"]
 
 STARS = (1, 2, 3, 4, 5)
+KINDS = ("rating", "critique", "correction")
 _FOCUSED, _UNFOCUSED = "2px solid #1976d2", "1px solid #ddd"
+_TEXT_STYLE = "white-space:pre-wrap;border-left:3px solid #ccc;padding-left:8px"
 
 
-class _SampleCard(widgets.VBox):
+class SampleCard(widgets.VBox):
     """The widgets of one sample: its text, rating buttons, critique, correction, status."""
 
-    def __init__(self, number: int, text: str):
-        self.text = widgets.HTML(escaped_html(text, style="white-space:pre-wrap;"
-                                              "border-left:3px solid #ccc;padding-left:8px"))
+    def __init__(self, number: int):
+        self.sample = None  # the stored Sample once it has arrived
+        self.text = widgets.HTML()
         self.stars = [widgets.Button(description=str(v), tooltip=f"rate {v} (key {v})",
                                      layout=widgets.Layout(width="40px")) for v in STARS]
         self.critique = widgets.Textarea(placeholder="What is wrong or right with it?",
                                          layout=widgets.Layout(width="95%", height="48px"))
         self.save_critique = widgets.Button(description="Save critique")
-        self.correction = widgets.Textarea(value=text, layout=widgets.Layout(width="95%",
-                                                                                height="64px"))
+        self.correction = widgets.Textarea(layout=widgets.Layout(width="95%", height="64px"))
         self.save_correction = widgets.Button(description="Save correction")
-        self.status = widgets.Label(value="not rated yet")
+        self.status = widgets.HTML()
         super().__init__([
-            widgets.Label(value=f"Sample {number}"), self.text,
-            widgets.HBox([widgets.Label(value="Rating:"), *self.stars, self.status]),
+            widgets.HTML(escaped_html(f"Sample {number}", style="font-weight:bold")), self.text,
+            widgets.HBox([widgets.HTML("Rating:"), *self.stars, self.status]),
             widgets.HBox([self.critique, self.save_critique]),
             widgets.HBox([self.correction, self.save_correction]),
-        ], layout=widgets.Layout(border="1px solid #ddd", padding="6px", margin="4px 0"))
+        ], layout=widgets.Layout(border=_UNFOCUSED, padding="6px", margin="4px 0"))
+        self.writing("")
 
-    def show_rating(self, rating: int | None) -> None:
+    def writing(self, text: str) -> None:
+        """Show the text so far of a sample still being written; nothing to judge yet."""
+        self.text.value = escaped_html(text + " ▍", style=_TEXT_STYLE + ";color:#555")
+        self._enable(False)
+        self.set_status("writing…")
+
+    def arrived(self, sample, current: dict) -> None:
+        self.sample = sample
+        note = " (cut off at the length limit)" if getattr(sample, "truncated", False) else ""
+        self.text.value = escaped_html(sample.text, style=_TEXT_STYLE)
+        self._enable(True)
+        self.critique.value = current.get("critique", "")
+        self.correction.value = current.get("correction", sample.text)
+        self.show(current)
+        if note:
+            self.set_status("not rated yet" + note)
+
+    def show(self, current: dict) -> None:
+        """Reflect the judgements in force (from the store)."""
         for value, button in zip(STARS, self.stars):
-            button.button_style = "success" if value == rating else ""
+            button.button_style = "success" if value == current.get("rating") else ""
+        if current:
+            self.set_status("in force: " + describe(current))
+        else:
+            self.set_status("not rated yet")
+
+    def set_status(self, text: str) -> None:
+        self.status.value = escaped_html(text, tag="span")
+
+    def _enable(self, on: bool) -> None:
+        for w in (*self.stars, self.save_critique, self.save_correction):
+            w.disabled = not on
 
 
-class RatingPanel(widgets.VBox):
+def describe(current: dict) -> str:
+    """E.g. "rating 4, critique, correction" — what is in force for a sample."""
+    return ", ".join(f"rating {current['rating']}" if k == "rating" else k
+                     for k in KINDS if k in current)
+
+
+class RatingPanel(DisplayOnce, widgets.VBox):
     """Rate, critique and correct samples, one prompt per page.
 
     Parameters
     ----------
     session : lf_widgets.Session
         Owner of the model and the feedback log; every action goes through its verbs.
-    samples : sequence of lf_widgets.session.Sample
-        What to show; grouped by prompt, in the order given.
+    samples : sequence of lf_widgets.session.Sample, optional
+        Stored samples to show; grouped by prompt, in the order given.
+    request : lf_widgets._requests.GenerationRequest, optional
+        A generation in progress: its ``n`` samples per prompt stream into the cards.
     """
 
     index = traitlets.Int(0, help="Which prompt page is shown (0-based).")
     annotator = traitlets.Unicode(help="Who is rating; recorded with every judgement.")
     rated = traitlets.Int(0, help="Samples in this panel the annotator has rated.")
-    total = traitlets.Int(0, help="Samples in this panel.")
+    total = traitlets.Int(0, help="Samples in this panel (arrived or still being written).")
+    arrived = traitlets.Int(0, help="Samples that have been written and stored.")
     cursor = traitlets.Int(0, help="Sample (on this page) that the keys 1-5 rate.")
 
-    def __init__(self, session, samples: Sequence, **kwargs):
-        self._session = session
-        self._pages: list[tuple[str | None, list]] = []
-        for s in samples:  # group by prompt, keeping first-seen order
-            if not self._pages or self._pages[-1][0] != s.prompt:
-                self._pages.append((s.prompt, []))
-            self._pages[-1][1].append(s)
-        self._ratings: dict[int, int] = {}  # sample_id -> this annotator's current rating
-        self._prompt = widgets.HTML()
+    def __init__(self, session, samples: Sequence = (), *, request=None, **kwargs):
+        self._session, self._request = session, request
+        self._lock = threading.RLock()  # events arrive on the model's thread
+        self._pages: list[tuple[str | None, list[int]]] = []  # (prompt, slots)
+        self._slots: dict[int, object] = {}  # slot -> Sample (absent: still being written)
+        self._partial: dict[int, str] = {}
+        self._build_pages(samples, request)
+        self.prompt_text = widgets.HTML()
         self._cards = widgets.VBox()
-        self._annotator_box = widgets.Text(value=session.annotator, description="Annotator:")
-        self._progress_bar = widgets.IntProgress(min=0, max=max(len(samples), 1))
-        self._progress = widgets.Label()
-        self._prev = widgets.Button(description="◀ Prev", tooltip="previous prompt")
-        self._next = widgets.Button(description="Next ▶", tooltip="next prompt")
-        self._undo = widgets.Button(description="Undo", icon="undo", tooltip="undo my last judgement")
-        self._page = widgets.Label()
+        self.cards: list[SampleCard] = []
+        self.annotator_box = widgets.Text(value=session.annotator, description="Annotator:")
+        self._progress_bar = widgets.IntProgress(min=0, max=max(self.total_slots, 1))
+        self.progress = widgets.HTML()
+        self.generation = widgets.HTML()
+        self.prev_button = widgets.Button(description="◀ Prev", tooltip="previous prompt")
+        self.next_button = widgets.Button(description="Next ▶", tooltip="next prompt")
+        self.undo_button = widgets.Button(description="Undo", icon="undo",
+                                          tooltip="undo my last judgement in this panel")
+        self._page = widgets.HTML()
         self.keyboard = KeyListener([*(str(v) for v in STARS), "j", "k", "n", "p", "u"],
-                                {"1-5": "rate", "j/k": "next/previous sample",
-                                 "n/p": "next/previous prompt", "u": "undo"}, self.press)
+                                    {"1-5": "rate", "j/k": "next/previous sample",
+                                     "n/p": "next/previous prompt", "u": "undo"}, self.press)
         super().__init__([
-            widgets.HBox([self._annotator_box, self._progress_bar, self._progress]),
-            self._prompt, self._cards,
-            widgets.HBox([self._prev, self._page, self._next, self._undo]), self.keyboard,
+            widgets.HBox([self.annotator_box, self._progress_bar, self.progress]),
+            self.generation, self.prompt_text, self._cards,
+            widgets.HBox([self.prev_button, self._page, self.next_button, self.undo_button]),
+            self.keyboard,
         ], **kwargs)
         self.add_class(PANEL_CLASS)
-        self._prev.on_click(lambda _: self.prev())
-        self._next.on_click(lambda _: self.next())
-        self._undo.on_click(lambda _: self.undo())
-        self._annotator_box.observe(lambda ch: setattr(self, "annotator", ch["new"].strip()), "value")
-        self.total = len(samples)
-        self.annotator = session.annotator  # triggers loading this annotator's ratings
+        self.prev_button.on_click(lambda _: self.prev())
+        self.next_button.on_click(lambda _: self.next())
+        self.undo_button.on_click(lambda _: self.undo())
+        self.annotator_box.observe(lambda ch: setattr(self, "annotator", ch["new"].strip()), "value")
+        self.total = self.total_slots
+        self._unsubscribe = [session.on("judgement", self._on_judgement),
+                             session.on("undo", self._on_judgement)]
+        if request is not None:
+            self._unsubscribe += [session.on("partial", self._on_partial),
+                                  session.on("generated", self._on_generated),
+                                  session.on("generation", self._on_generation)]
+            for slot, sample in list(request.samples.items()):  # arrived before we listened
+                self._slots[slot] = sample
+        self.arrived = len(self._slots)
+        self.annotator = session.annotator  # triggers the first render
         self._render()
+        self._show_generation()
+
+    def _build_pages(self, samples, request) -> None:
+        if request is not None:
+            n = request.n
+            self._pages = [(p, list(range(i * n, (i + 1) * n))) for i, p in enumerate(request.prompts)]
+            return
+        for slot, s in enumerate(samples):  # group by prompt, keeping first-seen order
+            if not self._pages or self._pages[-1][0] != s.prompt:
+                self._pages.append((s.prompt, []))
+            self._pages[-1][1].append(slot)
+            self._slots[slot] = s
+
+    @property
+    def total_slots(self) -> int:
+        return sum(len(slots) for _, slots in self._pages)
 
     # -- what is shown -------------------------------------------------------------------------
     @property
     def samples(self) -> list:
-        """The samples on the page being shown."""
-        return self._pages[self.index][1] if self._pages else []
+        """The samples on the page being shown that have arrived, in card order."""
+        return [c.sample for c in self.cards if c.sample is not None]
+
+    def sample_ids(self) -> list[int]:
+        """Ids of every arrived sample of this panel."""
+        return [s.sample_id for s in list(self._slots.values())]
+
+    def _current(self) -> dict[int, dict]:
+        """sample id -> the annotator's judgements in force, read from the store."""
+        ids = self.sample_ids()
+        if not ids or not self.annotator:
+            return {}
+        df = self._session.judgements(ids, annotator=self.annotator, kinds=KINDS)
+        out: dict[int, dict] = {}
+        for row in df.itertuples(index=False):
+            out.setdefault(int(row.sample_id), {})[row.kind] = row.value
+        return out
 
     @traitlets.observe("annotator")
     def _annotator_changed(self, change) -> None:
-        if self._annotator_box.value.strip() != change["new"]:
-            self._annotator_box.value = change["new"]
-        store = self._session.store
-        self._ratings = {}
-        for _, page in self._pages:
-            for s in page:
-                rating = store.current(s.sample_id, change["new"]).get("rating") if change["new"] else None
-                if rating is not None:
-                    self._ratings[s.sample_id] = rating
-        self._update_progress()
-        if hasattr(self, "_card_widgets"):
+        if self.annotator_box.value.strip() != change["new"]:
+            self.annotator_box.value = change["new"]
+        if hasattr(self, "_cards"):
             self._render()
 
     @traitlets.observe("index")
@@ -128,68 +208,122 @@ class RatingPanel(widgets.VBox):
 
     @traitlets.observe("cursor")
     def _cursor_changed(self, change) -> None:
-        for i, card in enumerate(getattr(self, "_card_widgets", ())):
+        for i, card in enumerate(getattr(self, "cards", ())):
             card.layout.border = _FOCUSED if i == change["new"] else _UNFOCUSED
 
     def _render(self) -> None:
-        prompt = self._pages[self.index][0] if self._pages else None
-        self._prompt.value = escaped_html(
-            "(no samples to rate)" if not self._pages else
-            f"Prompt {self.index + 1} of {len(self._pages)}: {prompt or '(no prompt)'}",
-            style="font-weight:bold;white-space:pre-wrap")
-        cards = []
-        for i, sample in enumerate(self.samples):
-            card = _SampleCard(i + 1, sample.text)
-            for value, button in zip(STARS, card.stars):
-                button.on_click(lambda _, i=i, v=value: self.rate(i, v))
-            card.save_critique.on_click(lambda _, i=i, c=card: self.critique(i, c.critique.value))
-            card.save_correction.on_click(lambda _, i=i, c=card: self.correct(i, c.correction.value))
-            current = (self._session.store.current(sample.sample_id, self.annotator)
-                       if self.annotator else {})
-            card.show_rating(current.get("rating"))
-            card.critique.value = current.get("critique", "")
-            card.correction.value = current.get("correction", sample.text)
-            if current:
-                card.status.value = "saved earlier: " + ", ".join(
-                    f"{k} {v}" if k == "rating" else k for k, v in current.items())
-            card.layout.border = _FOCUSED if i == self.cursor else _UNFOCUSED
-            cards.append(card)
-        self._card_widgets = cards
-        self._cards.children = cards
-        self._page.value = f"{self.index + 1} / {max(len(self._pages), 1)}"
-        self._prev.disabled = self.index == 0
-        self._next.disabled = self.index >= len(self._pages) - 1
+        with self._lock:
+            prompt, slots = self._pages[self.index] if self._pages else (None, [])
+            self.prompt_text.value = escaped_html(
+                "(no samples to rate)" if not self._pages else
+                f"Prompt {self.index + 1} of {len(self._pages)}: {prompt or '(no prompt)'}",
+                style="font-weight:bold;white-space:pre-wrap")
+            current = self._current()
+            cards = []
+            for i, slot in enumerate(slots):
+                card = SampleCard(i + 1)
+                card.slot = slot
+                self._wire(i, card)
+                sample = self._slots.get(slot)
+                if sample is None:
+                    card.writing(self._partial.get(slot, ""))
+                else:
+                    card.arrived(sample, current.get(sample.sample_id, {}))
+                card.layout.border = _FOCUSED if i == self.cursor else _UNFOCUSED
+                cards.append(card)
+            self.cards = cards
+            self._cards.children = cards
+            self._page.value = escaped_html(f"{self.index + 1} / {max(len(self._pages), 1)}",
+                                            tag="span")
+            self.prev_button.disabled = self.index == 0
+            self.next_button.disabled = self.index >= len(self._pages) - 1
+            self._update_progress(current)
 
-    def _update_progress(self) -> None:
-        self.rated = len(self._ratings)
+    def _wire(self, i: int, card: SampleCard) -> None:
+        for value, button in zip(STARS, card.stars):
+            button.on_click(lambda _, i=i, v=value: self.rate(i, v))
+        card.save_critique.on_click(lambda _, i=i, c=card: self.critique(i, c.critique.value))
+        card.save_correction.on_click(lambda _, i=i, c=card: self.correct(i, c.correction.value))
+
+    def _update_progress(self, current: dict | None = None) -> None:
+        current = self._current() if current is None else current
+        self.rated = sum(1 for v in current.values() if "rating" in v)
+        self._progress_bar.max = max(self.total, 1)
         self._progress_bar.value = self.rated
-        self._progress.value = f"{self.rated} of {self.total} rated"
+        self.progress.value = escaped_html(f"{self.rated} of {self.total} rated", tag="span")
 
-    def _card(self, sample_idx: int) -> tuple[_SampleCard, object]:
-        if not 0 <= sample_idx < len(self.samples):
-            raise IndexError(f"sample_idx must be 0..{len(self.samples) - 1}, got {sample_idx}")
-        return self._card_widgets[sample_idx], self.samples[sample_idx]
+    def _show_generation(self) -> None:
+        request = self._request
+        text = "" if request is None else request.progress_text()
+        self.generation.value = escaped_html(text, style="color:#555") if text else ""
 
-    def _save(self, card: _SampleCard, what: str, action) -> bool:
+    # -- events (any thread) -------------------------------------------------------------------
+    def _mine(self, event) -> bool:
+        ids = set(self.sample_ids())
+        other = event.value.get("other") if isinstance(event.value, dict) else None
+        return event.sample_id in ids or other in ids
+
+    def _on_judgement(self, event) -> None:
+        if self._mine(event):
+            with self._lock:
+                current = self._current()
+                for card in self.cards:
+                    if card.sample is not None:
+                        card.show(current.get(card.sample.sample_id, {}))
+                self._update_progress(current)
+
+    def _on_partial(self, partial) -> None:
+        if partial.request_id != self._request.id:
+            return
+        with self._lock:
+            self._partial[partial.slot] = partial.text
+            for card in self.cards:
+                if card.slot == partial.slot and card.sample is None:
+                    card.writing(partial.text)
+
+    def _on_generated(self, generated) -> None:
+        if generated.request_id != self._request.id:
+            return
+        with self._lock:
+            self._slots[generated.slot] = generated.sample
+            self._partial.pop(generated.slot, None)
+            self.arrived = len(self._slots)
+            for card in self.cards:
+                if card.slot == generated.slot:
+                    card.arrived(generated.sample, {})
+
+    def _on_generation(self, request) -> None:
+        if request.id == self._request.id:
+            self._show_generation()
+
+    # -- actions (each button calls one of these) ----------------------------------------------
+    def _card(self, sample_idx: int) -> SampleCard:
+        if not 0 <= sample_idx < len(self.cards):
+            raise IndexError(f"sample_idx must be 0..{len(self.cards) - 1}, got {sample_idx}")
+        card = self.cards[sample_idx]
+        if card.sample is None:
+            raise ValueError(f"sample {sample_idx + 1} is still being written")
+        return card
+
+    def _save(self, card: SampleCard, what: str, action) -> bool:
         # The indicator turns to "saved" only after the store committed the event.
         if not self.annotator:
-            card.status.value = "✗ not saved: enter an annotator name first"
+            card.set_status("✗ not saved: enter an annotator name first")
             return False
         try:
             action()
         except Exception as err:  # shown, not swallowed: the person must know it did not save
-            card.status.value = f"✗ not saved ({what}): {err}"
+            card.set_status(f"✗ not saved ({what}): {err}")
             return False
-        card.status.value = f"✓ saved {what} at {time.strftime('%H:%M:%S')}"
+        card.set_status(f"✓ saved {what} at {time.strftime('%H:%M:%S')}")
         return True
 
-    # -- actions (each button calls one of these) ----------------------------------------------
     def press(self, key: str) -> None:
         """Do what ``key`` does: 1-5 rate the focused sample (then focus the next), j/k move
         the focus, n/p change prompt, u undoes."""
-        n = len(self.samples)
+        n = len(self.cards)
         if key in {str(v) for v in STARS} and n:
-            if self.rate(self.cursor, int(key)):
+            if self.cards[self.cursor].sample is not None and self.rate(self.cursor, int(key)):
                 self.cursor = min(self.cursor + 1, n - 1)
         elif key == "j" and n:
             self.cursor = min(self.cursor + 1, n - 1)
@@ -202,47 +336,41 @@ class RatingPanel(widgets.VBox):
 
     def rate(self, sample_idx: int, rating: int) -> bool:
         """Rate sample ``sample_idx`` of this page 1–5; returns whether it was saved."""
-        card, sample = self._card(sample_idx)
+        card = self._card(sample_idx)
         self.cursor = sample_idx
-        ok = self._save(card, f"rating {rating}", lambda: self._session.record_rating(
-            sample.sample_id, rating, annotator=self.annotator))
-        if ok:
-            self._ratings[sample.sample_id] = rating
-            card.show_rating(rating)
-            self._update_progress()
-        return ok
+        return self._save(card, f"rating {rating}", lambda: self._session.record_rating(
+            card.sample.sample_id, rating, annotator=self.annotator))
 
     def critique(self, sample_idx: int, text: str) -> bool:
         """Save a critique of sample ``sample_idx``; returns whether it was saved."""
-        card, sample = self._card(sample_idx)
+        card = self._card(sample_idx)
         card.critique.value = text
         return self._save(card, "critique", lambda: self._session.record_critique(
-            sample.sample_id, text, annotator=self.annotator))
+            card.sample.sample_id, text, annotator=self.annotator))
 
     def correct(self, sample_idx: int, text: str) -> bool:
         """Save a corrected text for sample ``sample_idx``; returns whether it was saved."""
-        card, sample = self._card(sample_idx)
+        card = self._card(sample_idx)
         card.correction.value = text
         return self._save(card, "correction", lambda: self._session.record_correction(
-            sample.sample_id, text, annotator=self.annotator))
+            card.sample.sample_id, text, annotator=self.annotator))
 
     def undo(self) -> bool:
-        """Cancel the annotator's latest judgement on any sample of this panel."""
-        ids = {s.sample_id for _, page in self._pages for s in page}
-        event = self._session.undo(annotator=self.annotator) if self.annotator else None
+        """Cancel the annotator's latest judgement on this panel's samples (not another panel's)."""
+        if not self.annotator or not self.sample_ids():
+            return False
+        event = self._session.undo(annotator=self.annotator, sample_ids=self.sample_ids(),
+                                   kinds=KINDS)
         if event is None:
             return False
-        if event.sample_id in ids:
-            now = self._session.store.current(event.sample_id, self.annotator)
-            if "rating" in now:
-                self._ratings[event.sample_id] = now["rating"]
-            else:
-                self._ratings.pop(event.sample_id, None)
-            self._update_progress()
-            self._render()
-            for card, s in zip(self._card_widgets, self.samples):
-                if s.sample_id == event.sample_id:
-                    card.status.value = f"↶ undid {event.kind}"
+        for i, (_, slots) in enumerate(self._pages):
+            if any(getattr(self._slots.get(s), "sample_id", None) == event.sample_id for s in slots):
+                if i != self.index:
+                    self.index = i
+        now = self._current().get(event.sample_id, {})
+        for card in self.cards:
+            if card.sample is not None and card.sample.sample_id == event.sample_id:
+                card.set_status(f"↶ undid {event.kind}; in force: {describe(now) or 'nothing'}")
         return True
 
     def next(self) -> None:
@@ -252,3 +380,12 @@ class RatingPanel(widgets.VBox):
     def prev(self) -> None:
         """Show the previous prompt."""
         self.index = max(self.index - 1, 0)
+
+    def close(self) -> None:
+        for unsubscribe in getattr(self, "_unsubscribe", []):
+            try:
+                unsubscribe()
+            except ValueError:
+                pass
+        self._unsubscribe = []
+        super().close()
