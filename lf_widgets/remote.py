@@ -1,41 +1,40 @@
 """Samples from an OpenAI-compatible chat endpoint (a hosted API, vLLM, ``transformers serve`` …).
 
-:class:`RemoteChatModel` has the same contract as :func:`lf_widgets.generation.sample_completions`:
-it yields one list of :class:`~lf_widgets.generation.Completion` per batch of prompts, ``n`` per
-prompt in prompt-major order, so the Session stores each batch atomically and an error in batch
-``k`` leaves batches ``0 … k-1`` stored.
-
-Only the standard library is used (``urllib.request`` and ``json``); there is no ``openai``
-dependency. The API key is read from an environment variable at request time and is never kept
-on the object, put into an exception message, or written anywhere the feedback log or an export
-could pick it up.
-
-Prompts are sent to the server as they are: a hosted endpoint sees everything the person types.
+:class:`RemoteChatModel` has the contract of a local model's ``complete``: it yields one list of
+:class:`~lf_widgets.sampling.Completion` per batch of prompts (``n`` per prompt, prompt-major),
+so the Session stores and shows each batch as it arrives. HTTP goes through one
+:class:`httpx.Client` per model; no ``openai``, no torch. The API key is read from an environment
+variable at every request and is never kept on the object, put into an exception message or its
+traceback's locals, or logged. Prompts are sent as they are: a hosted endpoint sees them all.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
-import http.client
-import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from .sampling import Completion, SamplingConfig
+import httpx
+
+from .sampling import Completion, SamplingConfig, check_count, check_prompts
 
 __all__ = ["RemoteChatModel", "RemoteModelError"]
 
 _BODY_PREVIEW = 300  # characters of an error body quoted in a message
 _MAX_BODY = 32 * 2 ** 20  # refuse answers larger than this (a chat completion is a few kB)
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}  # worth another try when max_retries > 0
+_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})  # busy or briefly broken
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "SIG", "AUTH")  # in a variable's name
+_HTTP_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2",
+                 "httpcore.proxy")
 
 
 class RemoteModelError(RuntimeError):
@@ -57,7 +56,10 @@ class RemoteChatModel:
     ----------
     base_url : str
         The API root, e.g. ``"https://api.openai.com/v1"`` or ``"http://127.0.0.1:8000/v1"``
-        (``transformers serve``, vLLM, llama.cpp's server, Ollama's ``/v1`` …).
+        (``transformers serve``, vLLM, llama.cpp's server, Ollama's ``/v1`` …). A query string
+        is sent with every request; the values of its credential-like parameters (a name with
+        key, token, secret, sig, auth or password in it) are never shown: ``repr``, messages
+        and logs blank them, as they blank the key.
     model : str
         The model id the server expects in the request's ``"model"`` field.
     api_key_env : str or None
@@ -67,9 +69,13 @@ class RemoteChatModel:
     timeout : float
         Seconds one request may take, from connecting to the end of the answer.
     max_retries : int
-        Extra tries for transient failures (connection errors, timeouts, HTTP 408/409/429/5xx),
-        with exponential backoff (0.5 s, 1 s, 2 s … capped at 8 s; ``Retry-After`` is honoured
-        up to 30 s). Malformed answers and other HTTP errors are never retried.
+        Extra tries for failures where the request was not processed: the server could not be
+        reached, or answered HTTP 408/409/429/5xx. They wait ``Retry-After`` when the server
+        sends it (at most 30 s), else 0.5 s, 1 s, 2 s … capped at 8 s. A connection closed
+        before any answer is first resent at once, uncounted (a kept-alive connection the server
+        had just closed). A request that timed out or broke off mid-answer is not sent again
+        (the server may still be generating it, and billing for it), nor are malformed answers
+        or other HTTP errors.
     name : str, optional
         The provenance tag stored with every sample; default ``"remote:<model>"``.
     concurrency : int
@@ -86,26 +92,20 @@ class RemoteChatModel:
     first request; from then on each prompt costs ``n`` requests, the k-th with ``seed + k`` when
     a seed is given, so the samples differ but stay reproducible where the server honours seeds.
 
-    ``transformers serve`` (5.x) only samples when the served model's ``generation_config`` has
-    ``do_sample=True``; otherwise it decodes greedily whatever ``temperature`` says, and the
-    ``n`` samples of a prompt come out identical. Pass
-    ``extra_body={"generation_config": '{"do_sample": true}'}`` (or set ``"do_sample": true``
-    in the folder's ``generation_config.json``). When every prompt of a batch gets ``n``
+    ``transformers serve`` (5.x) decodes greedily, whatever ``temperature`` says, unless the
+    served model's ``generation_config`` has ``do_sample=True``: pass ``extra_body=
+    {"generation_config": '{"do_sample": true}'}``. When every prompt of a batch gets ``n``
     identical samples although ``temperature > 0``, a ``RuntimeWarning`` says so, once.
+
+    A connection to a loopback host never goes through ``$http_proxy`` (a proxy cannot reach
+    our own machine); other hosts honour the proxy variables. :meth:`close` closes the
+    kept-alive connections.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
                  timeout: float = 60.0, max_retries: int = 0, name: str | None = None,
                  concurrency: int = 4, extra_body: Mapping | None = None):
-        if not isinstance(base_url, str) or not base_url.strip():
-            raise ValueError("base_url must be a URL such as 'http://127.0.0.1:8000/v1'")
-        parts = urllib.parse.urlsplit(base_url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url must start with http:// or https:// and name a host, "
-                             f"got {_display_url(base_url)!r}")
-        if parts.username or parts.password:
-            raise ValueError("base_url must not carry credentials; put the key in the "
-                             "environment variable named by api_key_env")
+        parts = _check_url(base_url)
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model must be the model id the server expects, e.g. 'gpt-4o-mini'")
         if not timeout > 0:
@@ -114,7 +114,8 @@ class RemoteChatModel:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        self.base_url = base_url.strip().rstrip("/")
+        # Without the query: that lives in the client only, so vars(self) cannot print it.
+        self.base_url = _display_url(base_url.strip()).rstrip("/")
         self.model = model
         self.api_key_env = api_key_env  # the variable's NAME; its value is never stored
         self.timeout = float(timeout)
@@ -124,16 +125,39 @@ class RemoteChatModel:
         self.tag = name or f"remote:{model}"
         self._supports_n: bool | None = None  # learnt from the first request with n > 1
         self._warned_greedy = False
-        self._opener = _opener_for(parts.hostname)
+        self._client = self._make_client(
+            httpx.QueryParams(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)))
+        _LIVE.add(self)  # so httpx's log lines are redacted with this model's secrets too
+
+    def _make_client(self, query: httpx.QueryParams) -> httpx.Client:
+        # One client, shared by the request threads (httpx's Client is thread-safe), so they
+        # reuse kept-alive connections. No HTTPTransport(retries=...): it retries connection
+        # failures only, ignoring Retry-After; _request's one policy covers both.
+        limits = httpx.Limits(max_connections=None,  # requests abandoned by an interrupt end
+                              max_keepalive_connections=self.concurrency)  # by their timeout
+        # A transport given explicitly turns off httpx's proxy variables: wanted for loopback.
+        loopback = _is_loopback(urllib.parse.urlsplit(self.base_url).hostname)
+        transport = httpx.HTTPTransport(limits=limits) if loopback else None
+        return httpx.Client(
+            base_url=self.base_url + "/", auth=_KeyFromEnv(self.api_key_env), params=query,
+            headers={"Accept": "application/json", "User-Agent": "lf-widgets"},
+            timeout=httpx.Timeout(self.timeout), limits=limits, transport=transport,
+            follow_redirects=True)  # as urllib did; httpx drops the key on a cross-host hop
 
     @property
     def endpoint(self) -> str:
         """``base_url`` without query or fragment: safe to store as provenance."""
-        return _display_url(self.base_url)
+        return self.base_url
 
     def __repr__(self) -> str:
-        return (f"RemoteChatModel({self.base_url!r}, {self.model!r}, "
-                f"api_key_env={self.api_key_env!r}, timeout={self.timeout})")
+        query = self._redact(str(self._client.params))
+        return (f"RemoteChatModel({self.base_url + ('?' + query if query else '')!r}, "
+                f"{self.model!r}, api_key_env={self.api_key_env!r}, timeout={self.timeout:g})")
+
+    def close(self) -> None:
+        """Close the kept-alive connections (a later request opens new ones)."""
+        self._client.close()
+        self._client = self._make_client(self._client.params)
 
     # -- public --------------------------------------------------------------------------------
     def check(self) -> list[str]:
@@ -142,52 +166,47 @@ class RemoteChatModel:
         Raises
         ------
         RemoteModelError
-            When the server cannot be reached, answers with an error, or the answer is not a
-            model list.
+            When the server cannot be reached, answers with an error or not with a model list.
         """
-        url = f"{self.base_url}/models"
-        body = self._request("GET", url, None)
+        body = self._request("GET", "models")
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
-            shown = _display_url(url)
             raise RemoteModelError(
-                f"malformed answer from {shown}: expected a JSON object with a 'data' list, "
-                f"got {_preview(_redact(json.dumps(body), self.api_key_env))}", url=shown)
+                f"malformed answer from {self._shown('models')}: expected a JSON object with a "
+                f"'data' list, got {_preview(json.dumps(body))}", url=self._shown("models"))
         return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
 
-    def complete(self, prompts: Sequence[str], n: int = 4,
+    def complete(self, prompts: str | Sequence[str], n: int = 4,
                  config: SamplingConfig = SamplingConfig(), *, progress: bool = True,
                  ) -> Iterator[list[Completion]]:
         """Yield, batch by batch (``config.batch_size`` prompts), ``n`` completions per prompt.
 
-        The same contract as :func:`~lf_widgets.generation.sample_completions`: prompt-major
-        order, each batch complete before it is yielded, so a failure never yields half a batch
-        and the batches yielded before it are the caller's to keep.
-        ``Completion.token_ids`` is ``[]``: a remote server returns text, not the ids of its
-        tokenizer (which may differ from any local one); training re-tokenises the text.
+        Each batch is complete before it is yielded: a failure never yields half a batch, and
+        the batches before it are the caller's to keep. ``token_ids`` is ``[]`` (a server returns
+        text, not its tokenizer's ids; training re-tokenises); ``truncated`` is True where the
+        server says the answer was cut off at ``max_new_tokens`` (``finish_reason "length"``).
 
         Raises
         ------
+        ValueError
+            When ``prompts`` is not a non-empty list of non-empty strings or ``n`` not >= 1.
         RemoteModelError
             On a connection error, timeout, HTTP error or malformed answer (after
-            ``max_retries`` retries of the transient ones).
+            ``max_retries`` retries where a retry makes sense).
         """
         from tqdm.auto import tqdm
 
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        prompts = list(prompts)
-        batches = [prompts[i:i + config.batch_size]
-                   for i in range(0, len(prompts), config.batch_size)]
+        prompts, n = check_prompts(prompts), check_count(n)
         bar = tqdm(total=len(prompts) * n, desc=f"generating ({self.tag})", unit="sample",
                    disable=not progress, leave=False)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="lf-remote")
         try:
-            for batch in batches:
-                texts = self._batch(pool, batch, n, config)
-                self._warn_if_greedy(texts, n, config)
-                completions = [Completion(prompt=p, text=t, token_ids=[])
-                               for p, ts in zip(batch, texts) for t in ts]
+            for start in range(0, len(prompts), config.batch_size):
+                batch = prompts[start:start + config.batch_size]
+                answers = self._batch(pool, batch, n, config)
+                self._warn_if_greedy([[text for text, _ in a] for a in answers], n, config)
+                completions = [Completion(prompt=p, text=text, token_ids=[], truncated=cut)
+                               for p, a in zip(batch, answers) for text, cut in a]
                 bar.update(len(completions))
                 yield completions
         finally:
@@ -198,8 +217,8 @@ class RemoteChatModel:
 
     # -- batching --------------------------------------------------------------------------------
     def _batch(self, pool: ThreadPoolExecutor, batch: list[str], n: int,
-               config: SamplingConfig) -> list[list[str]]:
-        """``n`` texts for each prompt of ``batch``, in order; raises the first failure."""
+               config: SamplingConfig) -> list[list[tuple[str, bool]]]:
+        """``n`` (text, truncated) answers for each prompt of ``batch``, in order."""
         if n == 1 or self._supports_n is not False:
             # One request per prompt asking for n; _ask tops up when the server gives fewer.
             jobs = [(i, p, n, config.seed) for i, p in enumerate(batch)]
@@ -207,15 +226,15 @@ class RemoteChatModel:
             jobs = [(i, p, 1, None if config.seed is None else config.seed + k)
                     for i, p in enumerate(batch) for k in range(n)]
         futures = [pool.submit(self._ask, p, k, config, seed) for _, p, k, seed in jobs]
-        texts: list[list[str]] = [[] for _ in batch]
+        answers: list[list[tuple[str, bool]]] = [[] for _ in batch]
         try:
             for (i, *_), fut in zip(jobs, futures):
-                texts[i].extend(fut.result())
+                answers[i].extend(fut.result())
         except BaseException:
             for fut in futures:
                 fut.cancel()
             raise
-        return texts
+        return answers
 
     def _warn_if_greedy(self, texts: list[list[str]], n: int, config: SamplingConfig) -> None:
         if self._warned_greedy or n < 2 or config.temperature == 0:
@@ -229,21 +248,20 @@ class RemoteChatModel:
                 "'{\"do_sample\": true}'} or set \"do_sample\": true in the model's "
                 "generation_config.json.", RuntimeWarning, stacklevel=3)
 
-    def _ask(self, prompt: str, n: int, config: SamplingConfig, seed: int | None) -> list[str]:
-        """``n`` completions of one prompt: one request, then single top-ups if it gave fewer."""
-        url = f"{self.base_url}/chat/completions"
-        texts = self._chat(url, prompt, n, config, seed)
+    def _ask(self, prompt: str, n: int, config: SamplingConfig,
+             seed: int | None) -> list[tuple[str, bool]]:
+        """``n`` answers to one prompt: one request, then single top-ups if it gave fewer."""
+        answers = self._chat(prompt, n, config, seed)
         if n > 1 and self._supports_n is None:
-            self._supports_n = len(texts) >= n
+            self._supports_n = len(answers) >= n
         k = 1
-        while len(texts) < n:  # the server ignored n (it answered with fewer choices)
-            more_seed = None if seed is None else seed + k
-            texts.extend(self._chat(url, prompt, 1, config, more_seed))
+        while len(answers) < n:  # the server ignored n (it answered with fewer choices)
+            answers.extend(self._chat(prompt, 1, config, None if seed is None else seed + k))
             k += 1
-        return texts[:n]
+        return answers[:n]
 
-    def _chat(self, url: str, prompt: str, n: int, config: SamplingConfig,
-              seed: int | None) -> list[str]:
+    def _chat(self, prompt: str, n: int, config: SamplingConfig,
+              seed: int | None) -> list[tuple[str, bool]]:
         payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
                    "max_tokens": config.max_new_tokens, "temperature": config.temperature,
                    "top_p": config.top_p}
@@ -253,108 +271,97 @@ class RemoteChatModel:
             payload["seed"] = seed
         payload.update(self.extra_body)
         try:
-            body = self._request("POST", url, payload)
+            body = self._request("POST", "chat/completions", payload)
         except RemoteModelError as err:
-            # A server that rejects the n field (400/422) gets one retry without it.
-            if "n" in payload and err.status in (400, 422) and self._supports_n is not True:
-                self._supports_n = False
-                del payload["n"]
-                body = self._request("POST", url, payload)
-            else:
+            # A server that rejects the n field (400/422) gets one more try without it.
+            if "n" not in payload or err.status not in (400, 422) or self._supports_n is True:
                 raise
-        return _parse_choices(body, url, self.api_key_env)
+            self._supports_n = False
+            del payload["n"]
+        else:
+            return _parse_choices(body, self._shown("chat/completions"))
+        # Outside the except block, so a second failure does not chain the first.
+        return _parse_choices(self._request("POST", "chat/completions", payload),
+                              self._shown("chat/completions"))
 
     # -- HTTP ------------------------------------------------------------------------------------
-    def _request(self, method: str, url: str, payload: dict | None):
-        """Send one request (with retries) and return the decoded JSON answer."""
-        attempt = 0
+    def _request(self, method: str, path: str, payload: dict | None = None):
+        """The decoded, redacted JSON answer to one request, retried as the policy says.
+
+        :meth:`_attempt` returns failures as values holding only a redacted message, raised here
+        outside any ``except``: no frame of the traceback holds a raw body, and no httpx
+        exception (whose frames hold the request headers) is chained to the error.
+        """
+        retries, resent = 0, False
         while True:
-            try:
-                return self._request_once(method, url, payload)
-            except _Transient as t:
-                transient = t
-            if attempt >= self.max_retries:
-                error = transient.error
-                del transient
-                raise error  # outside the except block: no chained context
-            time.sleep(transient.retry_after if transient.retry_after is not None
-                       else min(0.5 * 2 ** attempt, 8.0))
-            attempt += 1
+            outcome = self._attempt(method, path, payload)
+            if not isinstance(outcome, _Failure):
+                return outcome
+            if outcome.resend and not resent:
+                resent = True  # most likely a kept-alive connection the server had just closed
+                continue
+            if not outcome.retry or retries >= self.max_retries:
+                raise outcome.error
+            time.sleep(outcome.wait if outcome.wait is not None else min(0.5 * 2 ** retries, 8))
+            retries += 1
 
-    def _request_once(self, method: str, url: str, payload: dict | None):
-        shown = _display_url(url)
-        data = None if payload is None else json.dumps(payload).encode("utf-8")
-        # The key goes straight into the Request (its repr shows no headers); no local name
-        # holds it, so verbose tracebacks (%xmode Verbose) print no key.
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers=self._headers(data is not None))
+    def _attempt(self, method: str, path: str, payload: dict | None):
+        """One request: the decoded JSON answer, or a :class:`_Failure`; never raises."""
         deadline = time.monotonic() + self.timeout
-        error: RemoteModelError | _Transient | None = None
+        answered = False
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                status = resp.status
-                raw = _read_until(resp, deadline)
-        except urllib.error.HTTPError as e:
-            status = e.code
-            try:
-                text = _redact(_read_until(e, time.monotonic() + min(self.timeout, 5.0))
-                               .decode("utf-8", "replace"), self.api_key_env)
-            except Exception:
-                text = ""
-            error = RemoteModelError(
-                f"{shown} answered HTTP {status} {e.reason or ''}".rstrip()
-                + f": {_error_message(text)}" + self._hint(status), url=shown, status=status)
-            if status in _RETRY_STATUS:
-                error = _Transient(error, _retry_after(e.headers))
-        except _TooLarge:
-            error = RemoteModelError(f"malformed answer from {shown}: larger than "
-                                     f"{_MAX_BODY // 2 ** 20} MiB", url=shown)
-        except _Timeout:
-            error = _Transient(RemoteModelError(
-                f"{shown} did not answer within the timeout of {self.timeout:g} s", url=shown))
-        except (TimeoutError, socket.timeout):
-            error = _Transient(RemoteModelError(
-                f"{shown} did not answer within the timeout of {self.timeout:g} s", url=shown))
-        except urllib.error.URLError as e:
-            reason = e.reason
-            if isinstance(reason, (TimeoutError, socket.timeout)):
-                msg = f"{shown} did not answer within the timeout of {self.timeout:g} s"
-            else:
-                msg = (f"could not reach {_display_url(self.base_url)} — is the server running? "
-                       f"({_reason(reason)})")
-            error = _Transient(RemoteModelError(msg, url=shown))
-        except (OSError, http.client.HTTPException) as e:  # reset or cut mid-answer …
-            error = _Transient(RemoteModelError(
-                f"the connection to {_display_url(self.base_url)} failed — is the server "
-                f"running? ({_reason(e)})", url=shown))
-        # Raised outside the except blocks, so no __context__ chains urllib's frames (whose
-        # locals include the request headers) to the error; and the request (holding the key
-        # in its headers) is dropped before anything is raised from this frame.
-        del req
-        if error is not None:
-            raise error
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            body = _NotJSON
-        if body is _NotJSON:
-            text = _redact(raw.decode("utf-8", "replace"), self.api_key_env)
-            raise RemoteModelError(f"malformed answer from {shown} (HTTP {status}): not JSON: "
-                                   f"{_preview(text) if text.strip() else '(empty body)'}",
-                                   url=shown, status=status)
-        if isinstance(body, dict) and body.get("error") and "choices" not in body:
-            raise RemoteModelError(f"{shown} answered with an error: "
-                                   f"{_error_message(_redact(json.dumps(body), self.api_key_env))}",
-                                   url=shown, status=status)
-        return body
+            with self._client.stream(method, path, json=payload) as response:
+                answered = True
+                status, reason = response.status_code, response.reason_phrase
+                wait = _retry_after(response.headers)
+                text = self._redact(_read_text(response, deadline))
+        except (httpx.HTTPError, _TooLarge) as e:
+            return self._transport_failure(e, path, answered)
+        return self._interpret(status, reason, text, wait, path)
 
-    def _headers(self, has_body: bool) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": "lf-widgets"}
-        if has_body:
-            headers["Content-Type"] = "application/json"
-        if self.api_key_env and os.environ.get(self.api_key_env):
-            headers["Authorization"] = "Bearer " + os.environ[self.api_key_env].strip()
-        return headers
+    def _transport_failure(self, e: Exception, path: str, answered: bool) -> _Failure:
+        shown, base, t = self._shown(path), self.base_url, self.timeout
+        if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)):  # nothing was sent
+            return _Failure(RemoteModelError(
+                f"could not reach {base} — is the server running? ({self._reason(e)})",
+                url=shown), retry=True)
+        dropped = isinstance(e, (httpx.NetworkError, httpx.RemoteProtocolError))
+        if dropped and not answered:  # closed before any answer: most likely not processed
+            return _Failure(RemoteModelError(
+                f"the connection to {base} failed — is the server running? "
+                f"({self._reason(e)})", url=shown), retry=True, resend=True)
+        if isinstance(e, httpx.TimeoutException):
+            msg = f"{shown} did not answer within the timeout of {t:g} s"
+        elif isinstance(e, _TooLarge):
+            msg = f"malformed answer from {shown}: larger than {_MAX_BODY // 2 ** 20} MiB"
+        elif dropped:
+            msg = (f"the answer from {shown} broke off — is the server still running? "
+                   f"({self._reason(e)})")
+        else:  # too many redirects, a proxy refusing, an undecodable gzip body …
+            msg = f"the request to {shown} failed ({self._reason(e)})"
+        return _Failure(RemoteModelError(msg, url=shown))
+
+    def _interpret(self, status: int, reason: str, text: str, wait: float | None,
+                   path: str):
+        """The JSON body of a complete answer, or a :class:`_Failure` saying what is wrong."""
+        shown = self._shown(path)
+        if not 200 <= status < 300:
+            msg = (f"{shown} answered HTTP {status} {reason}".rstrip()
+                   + f": {_error_message(text)}" + self._hint(status))
+            return _Failure(RemoteModelError(msg, url=shown, status=status),
+                            retry=status in _RETRY_STATUS, wait=wait)
+        try:
+            # Decoded, then written plainly and redacted again: an escape such as \u002d in
+            # the raw text would otherwise hide the key from the redaction above.
+            body = json.loads(self._redact(json.dumps(json.loads(text), ensure_ascii=False)))
+        except ValueError:
+            msg = (f"malformed answer from {shown} (HTTP {status}): not JSON: "
+                   f"{_preview(text) if text.strip() else '(empty body)'}")
+            return _Failure(RemoteModelError(msg, url=shown, status=status))
+        if isinstance(body, dict) and body.get("error") and "choices" not in body:
+            msg = f"{shown} answered with an error: {_error_message(json.dumps(body))}"
+            return _Failure(RemoteModelError(msg, url=shown, status=status))
+        return body
 
     def _hint(self, status: int) -> str:
         if status == 404 and not self.base_url.endswith("/v1"):
@@ -367,63 +374,118 @@ class RemoteChatModel:
             return f" (no API key was sent: ${self.api_key_env} is not set)"
         return f" (check the key in ${self.api_key_env})"
 
+    def _reason(self, e: Exception) -> str:
+        text = str(e)
+        if "refused" in text.lower():
+            return "connection refused"
+        if isinstance(e, httpx.ConnectTimeout):
+            return f"no connection within the timeout of {self.timeout:g} s"
+        return _preview(self._redact(f"{type(e).__name__}: {text}" if text else type(e).__name__))
+
+    def _shown(self, path: str) -> str:
+        return f"{self.base_url}/{path}"
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the key, credential-like query values and env variables blanked out.
+
+        A server or proxy that echoes the request (headers or URL) in its answer must not put
+        the key into our exception messages, their tracebacks, the log or an export.
+        """
+        for value in _secret_values([self.api_key_env], self._client.params):
+            if value and value in text:
+                text = text.replace(value, "***")
+        return text
+
 
 # -- helpers -------------------------------------------------------------------------------------
-class _Transient(Exception):
-    """Internal: a failure worth retrying; carries the error to raise when retries are spent."""
+@dataclass
+class _Failure:
+    """Internal: a failed request, as a value; ``error`` is what to raise when giving up."""
 
-    def __init__(self, error: RemoteModelError, retry_after: float | None = None):
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
-
-
-class _Timeout(Exception):
-    """Internal: the whole answer did not arrive before the deadline."""
+    error: RemoteModelError
+    retry: bool = False  # worth another try after a backoff (counts against max_retries)
+    wait: float | None = None  # the server's Retry-After, in seconds
+    resend: bool = False  # worth one immediate resend, not counted
 
 
 class _TooLarge(Exception):
     """Internal: the answer is larger than any chat completion should be."""
 
 
-_NotJSON = object()
+class _KeyFromEnv(httpx.Auth):
+    """``Authorization: Bearer $VAR``, read as each request is sent: a key exported later is
+    used at once, and no object of ours holds it, only the request being sent."""
+
+    def __init__(self, env: str | None):
+        self.env = env
+
+    def auth_flow(self, request: httpx.Request):
+        if self.env and os.environ.get(self.env, "").strip():
+            request.headers["Authorization"] = "Bearer " + os.environ[self.env].strip()
+        yield request
 
 
-def _opener_for(host: str) -> urllib.request.OpenerDirector:
-    """An opener that ignores $http_proxy for loopback hosts (a proxy cannot reach our own)."""
+def _redact_log_record(record: logging.LogRecord) -> bool:
+    """Blank the live models' secrets in httpx's and httpcore's log records: httpx logs each
+    request's full URL at INFO (with its query), httpcore the response headers at DEBUG."""
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        message = original = record.getMessage()
+        for model in list(_LIVE):
+            message = model._redact(message)
+    except Exception:  # unreadable, or the set of models changed meanwhile: drop, not leak
+        return False
+    if message != original:
+        record.msg, record.args = message, ()
+    return True
+
+
+_LIVE: weakref.WeakSet[RemoteChatModel] = weakref.WeakSet()
+for _name in _HTTP_LOGGERS:
+    logging.getLogger(_name).addFilter(_redact_log_record)
+
+
+def _check_url(base_url) -> urllib.parse.SplitResult:
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise ValueError("base_url must be a URL such as 'http://127.0.0.1:8000/v1'")
+    parts = urllib.parse.urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must start with http:// or https:// and name a host, "
+                         f"got {_display_url(base_url)!r}")
+    if parts.username or parts.password:
+        raise ValueError("base_url must not carry credentials; put the key in the "
+                         "environment variable named by api_key_env")
+    return parts
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        loopback = host.lower() in _LOOPBACK_NAMES
-    if loopback:
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener()
+        return host.lower() in _LOOPBACK_NAMES
 
 
-def _read_until(resp, deadline: float) -> bytes:
-    """Read the whole answer, failing once ``deadline`` passes (a server trickling bytes)."""
+def _read_text(response: httpx.Response, deadline: float) -> str:
+    """The whole answer as text, failing once ``deadline`` passes (a server trickling bytes)."""
     chunks, size = [], 0
-    while True:
-        if time.monotonic() > deadline:
-            raise _Timeout()
-        chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
-        if not chunk:
-            return b"".join(chunks)
+    for chunk in response.iter_bytes():
         size += len(chunk)
         if size > _MAX_BODY:
             raise _TooLarge()
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("the whole answer did not arrive in time")
         chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")  # JSON is UTF-8 (RFC 8259)
 
 
-def _parse_choices(body, url: str, key_env: str | None) -> list[str]:
-    shown = _display_url(url)
+def _parse_choices(body, shown: str) -> list[tuple[str, bool]]:
+    """(text, truncated) of each choice, in index order; ``body`` is already redacted."""
     choices = body.get("choices") if isinstance(body, dict) else None
     if not isinstance(choices, list) or not choices:
         raise RemoteModelError(f"malformed answer from {shown}: no 'choices' list in "
-                               f"{_preview(_redact(json.dumps(body), key_env))}", url=shown)
+                               f"{_preview(json.dumps(body))}", url=shown)
     if all(isinstance(c, dict) and isinstance(c.get("index"), int) for c in choices):
         choices = sorted(choices, key=lambda c: c["index"])
-    texts = []
+    answers = []
     for c in choices:
         message = c.get("message") if isinstance(c, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
@@ -432,43 +494,34 @@ def _parse_choices(body, url: str, key_env: str | None) -> list[str]:
                               if isinstance(p, dict) and p.get("type") in ("text", "output_text"))
         if not isinstance(content, str):
             refusal = message.get("refusal") if isinstance(message, dict) else None
-            why = (f" (the model refused: {_preview(_redact(str(refusal), key_env))})"
-                   if refusal else "")
+            why = f" (the model refused: {_preview(str(refusal))})" if refusal else ""
             raise RemoteModelError(f"malformed answer from {shown}: a choice has no message "
-                                   f"content{why}: {_preview(_redact(json.dumps(c), key_env))}",
-                                   url=shown)
-        texts.append(content.strip())
-    return texts
+                                   f"content{why}: {_preview(json.dumps(c))}", url=shown)
+        answers.append((content.strip(), c.get("finish_reason") == "length"))
+    return answers
 
 
 def _display_url(url: str) -> str:
     """The URL without credentials, query or fragment (those can carry secrets)."""
-    try:
-        p = urllib.parse.urlsplit(url)
-        host = p.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host + (f":{p.port}" if p.port else "")
-        return urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", ""))
-    except ValueError:
-        return "<invalid URL>"
+    p = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((p.scheme, p.netloc.rpartition("@")[2], p.path, "", ""))
 
 
-def _redact(text: str, key_env: str | None = None) -> str:
-    """Blank out the API key (and any other *KEY* / *TOKEN* variable's value) in quoted text.
+def _secret_values(key_envs, query: httpx.QueryParams) -> Iterator[str]:
+    """The strings never to show: the key variables' values, and the values of credential-like
+    query parameters (also URL-encoded) and environment variables (long ones: not
+    ``TOKENIZERS_PARALLELISM=false``). Only these: answers are redacted too, and must keep
+    an ordinary ``2024-06-01`` that an ``api-version`` parameter happens to hold."""
+    def secret(name: str) -> bool:
+        return any(w in name.upper() for w in _SECRET_WORDS)
 
-    A server or proxy that echoes the request headers in an error body must not put the key
-    into our exception message.
-    """
     for name, value in os.environ.items():
-        value = value.strip()
-        if name == key_env:
-            secret = bool(value)
-        else:  # long values of variables that look like credentials (not TOKENIZERS_…=false)
-            secret = len(value) >= 16 and any(w in name.upper() for w in ("KEY", "TOKEN", "SECRET"))
-        if secret and value in text:
-            text = text.replace(value, "***")
-    return text
+        if name in key_envs or (len(value.strip()) >= 16 and secret(name)):
+            yield value.strip()
+    for name, value in query.multi_items():
+        if len(value) >= 4 and secret(name):  # shorter ones would blank ordinary words
+            yield value
+            yield urllib.parse.quote(value, safe="")
 
 
 def _error_message(text: str) -> str:
@@ -490,17 +543,10 @@ def _preview(value) -> str:
     return text if len(text) <= _BODY_PREVIEW else text[:_BODY_PREVIEW] + " …"
 
 
-def _reason(reason) -> str:
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, BaseException):
-        return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
-    return str(reason)
-
-
-def _retry_after(headers) -> float | None:
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """``Retry-After`` in seconds, at most 30 s; None when absent or an HTTP date (the
+    backoff applies then: hosted APIs send seconds)."""
     try:
-        value = float(headers.get("Retry-After")) if headers is not None else None
-    except (TypeError, ValueError):
+        return min(max(float(headers["Retry-After"]), 0.0), 30.0)
+    except (KeyError, ValueError):
         return None
-    return None if value is None else min(max(value, 0.0), 30.0)

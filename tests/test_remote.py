@@ -2,13 +2,16 @@
 
 * ``transformers serve`` (needs ``transformers[serving]``: fastapi, uvicorn, openai) serving the
   tiny random model from a local folder, offline: the samples path end to end.
-* Small stdlib ``http.server`` threads that misbehave on purpose: stopped, 500, malformed
-  bodies, too slow, ignoring or rejecting ``n``, echoing the API key back.
+* Small stdlib ``http.server`` threads (HTTP/1.1, kept alive) that misbehave on purpose:
+  stopped, busy (503/429 with and without Retry-After), 500, malformed bodies, too slow or
+  trickling, ignoring or rejecting ``n``, dropping connections, echoing the API key back in
+  bodies, headers and URLs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -22,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lf_widgets.generation import Completion, SamplingConfig
+from lf_widgets.sampling import Completion, SamplingConfig
 from lf_widgets.remote import RemoteChatModel, RemoteModelError
 
 SECRET = "sk-lfw-test-0123456789abcdefSECRET"
@@ -104,6 +107,8 @@ def test_samples_through_transformers_serve(served, monkeypatch):
     assert all(c.text for c in flat), [c.text for c in flat]
     assert len({c.text for c in flat[:2]}) == 2  # sampled, not greedy: the n samples differ
     assert remote._supports_n is False  # transformers serve ignores n: detected, topped up
+    # 8 new tokens of a random model: cut off, and the server says so (finish_reason "length")
+    assert any(c.truncated for c in flat)
     assert SECRET not in repr(remote) + repr(vars(remote)) + repr(flat)
 
 
@@ -126,58 +131,95 @@ def test_transformers_serve_unknown_model_is_a_clear_error(served):
 
 # -- stdlib servers that misbehave ---------------------------------------------------------------
 class FakeServer:
-    """A real HTTP server in a thread; ``handler(req) -> (status, body_bytes_or_obj)``."""
+    """A real HTTP/1.1 server in a thread; ``handler(req, server)`` returns ``(status, body)``
+    or ``(status, body, headers)``.
 
-    def __init__(self, handler):
+    ``body`` is bytes, a JSON-able object, or a list of byte chunks sent ``chunk_delay`` apart
+    (a server trickling its answer); a last chunk ``None`` cuts the connection there, short of
+    the length announced. ``status=None`` drops the connection without answering.
+    Connections are kept alive, as real servers do, and closed by :meth:`stop`.
+    """
+
+    def __init__(self, handler, port: int = 0, chunk_delay: float = 0.0):
         self.handler = handler
         self.requests: list[dict] = []
         self.release = threading.Event()  # wakes handlers that sleep, at teardown
+        self._open: set[socket.socket] = set()
         outer = self
 
         class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: one connection serves many requests
+
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                outer._open.add(self.connection)
+
+            def finish(self):
+                outer._open.discard(self.connection)
+                super().finish()
 
             def _serve(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 req = {"method": self.command, "path": self.path, "headers": dict(self.headers),
-                       "json": json.loads(raw) if raw else None}
+                       "json": json.loads(raw) if raw else None, "time": time.monotonic(),
+                       "client_port": self.client_address[1]}
                 outer.requests.append(req)
-                status, body = outer.handler(req, outer)
+                status, body, *extra = outer.handler(req, outer)
                 if status is None:  # drop the connection without answering
                     self.close_connection = True
                     return
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                chunks = body if isinstance(body, list) else [
+                    body if isinstance(body, bytes) else json.dumps(body).encode()]
+                cut = chunks[-1] is None
+                chunks = [c for c in chunks if c is not None]
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Content-Length", str(sum(map(len, chunks)) + 10 * cut))
+                    for name, value in (extra[0] if extra else {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (timeout test)
+                    for i, chunk in enumerate(chunks):
+                        if i and outer.release.wait(chunk_delay):
+                            return
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    if cut:
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:  # the client gave up (timeout tests)
                     pass
 
             do_GET = do_POST = _serve
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), H)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def stop(self):
+        """Stop listening and close the kept-alive connections, as a stopped server does."""
         self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+        for conn in list(self._open):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 @pytest.fixture
 def fake():
     servers = []
 
-    def start(handler):
-        servers.append(FakeServer(handler))
+    def start(handler, **kwargs):
+        servers.append(FakeServer(handler, **kwargs))
         return servers[-1]
 
     yield start
@@ -364,6 +406,246 @@ def test_constructor_validates_and_repr_is_safe():
     assert "gpt-x" in repr(r)
     with pytest.raises(ValueError, match="n must be"):
         next(r.complete(["hi"], 0, CFG))
+
+
+# -- transport: keep-alive, retries, timeouts ---------------------------------------------------
+def test_one_connection_serves_many_requests(fake):
+    server = fake(_chat_ok)
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None, concurrency=1)
+    remote.check()
+    batches = list(remote.complete(["a", "b", "c"], 1, SamplingConfig(batch_size=1), progress=False))
+    assert [b[0].text for b in batches] == ["a/None/0", "b/None/0", "c/None/0"]
+    assert len(server.requests) == 4
+    assert len({r["client_port"] for r in server.requests}) == 1  # kept alive, not reconnected
+    remote.close()
+
+
+def _busy_then_ok(status, headers):
+    def handler(req, server):
+        chats = [r for r in server.requests if r["path"].endswith("/chat/completions")]
+        if len(chats) == 1:
+            return status, {"error": {"message": "busy"}}, headers
+        return _chat_ok(req, server)
+    return handler
+
+
+@pytest.mark.parametrize("status, headers, min_gap", [
+    (503, {"Retry-After": "1"}, 0.9),  # the server's own wait, not the 0.5 s backoff
+    (429, {}, 0.4),  # no Retry-After: the first backoff step, 0.5 s
+    (502, {"Retry-After": "0"}, 0.0),
+])
+def test_busy_answers_are_retried_after_their_wait(fake, status, headers, min_gap):
+    server = fake(_busy_then_ok(status, headers))
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None, max_retries=2)
+    [batch] = list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert batch[0].text == "hi/1/0"
+    first, second = server.requests
+    assert second["time"] - first["time"] >= min_gap
+    assert second["time"] - first["time"] < min_gap + 5
+
+
+def test_retries_are_bounded_and_the_last_error_is_raised(fake):
+    server = fake(lambda req, s: (503, {"error": {"message": "still busy"}}, {"Retry-After": "0"}))
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None, max_retries=2)
+    with pytest.raises(RemoteModelError, match="HTTP 503.*still busy") as e:
+        list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert e.value.status == 503 and len(server.requests) == 3  # one try and two retries
+
+
+def test_a_client_error_is_not_retried(fake):
+    server = fake(lambda req, s: (400, {"error": {"message": "bad max_tokens"}}))
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None, max_retries=3)
+    with pytest.raises(RemoteModelError, match="HTTP 400.*bad max_tokens"):
+        list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert len(server.requests) == 1
+
+
+def test_connection_refused_is_retried_until_the_server_is_up(fake):
+    port = _free_port()
+    remote = RemoteChatModel(f"http://127.0.0.1:{port}/v1", "m1", api_key_env=None, max_retries=3)
+    with pytest.raises(RemoteModelError, match="could not reach.*connection refused"):
+        RemoteChatModel(remote.base_url, "m1", api_key_env=None).check()  # no retries: at once
+    starter = threading.Timer(0.3, lambda: fake(_chat_ok, port=port))
+    starter.start()  # listening after the first refusal; the retry after 0.5 s gets through
+    try:
+        assert remote.check() == ["m1"]
+    finally:
+        starter.join()
+
+
+def test_a_request_dropped_on_a_kept_alive_connection_is_sent_again(fake):
+    """A server may close an idle connection just as a request goes out on it (keep-alive
+    race): the request was never processed, so it is resent once on a new connection."""
+    def handler(req, server):
+        if [r["client_port"] for r in server.requests].count(req["client_port"]) == 2:
+            return None, b""  # the second request on one connection: closed unanswered
+        return _chat_ok(req, server)
+
+    server = fake(handler)
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None, concurrency=1)  # no retries
+    assert remote.check() == ["m1"]
+    [batch] = list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert batch[0].text == "hi/1/0"
+    assert [r["path"] for r in server.requests] == ["/v1/models"] + ["/v1/chat/completions"] * 2
+    assert len({r["client_port"] for r in server.requests}) == 2
+
+
+def test_a_timed_out_request_is_not_sent_again(fake):
+    """The server may still be generating (and billing) it: a timeout is reported, not retried."""
+    def slow(req, server):
+        server.release.wait(30)
+        return _chat_ok(req, server)
+
+    server = fake(slow)
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None, timeout=0.5, max_retries=2)
+    with pytest.raises(RemoteModelError, match=r"did not answer within the timeout of 0.5 s"):
+        list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert len(server.requests) == 1
+
+
+def test_an_answer_that_breaks_off_is_not_sent_again(fake):
+    server = fake(lambda req, s: (200, [b'{"choices": [{"index": 0, "mess', None]))
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None, max_retries=2)
+    with pytest.raises(RemoteModelError, match="chat/completions broke off — is the server"):
+        list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert len(server.requests) == 1  # the server had begun answering: it processed the request
+
+
+def test_a_trickling_answer_is_cut_at_the_timeout(fake):
+    """The timeout bounds the whole answer, not only the wait between two bytes."""
+    body = json.dumps({"choices": [{"index": 0, "message": {"content": "x" * 40}}]}).encode()
+    server = fake(lambda req, s: (200, [body[i:i + 4] for i in range(0, len(body), 4)]),
+                  chunk_delay=0.2)  # ~5 s for the whole body, never 0.2 s without a byte
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None, timeout=1)
+    t0 = time.monotonic()
+    with pytest.raises(RemoteModelError, match="did not answer within the timeout of 1 s"):
+        list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert time.monotonic() - t0 < 3
+
+
+def test_finish_reason_length_marks_truncated(fake):
+    def handler(req, server):
+        return 200, {"choices": [
+            {"index": 0, "message": {"content": "cut off mid"}, "finish_reason": "length"},
+            {"index": 1, "message": {"content": "done."}, "finish_reason": "stop"},
+            {"index": 2, "message": {"content": [{"type": "text", "text": "parts"}]}}]}
+
+    remote = RemoteChatModel(fake(handler).url, "m1", api_key_env=None)
+    [batch] = list(remote.complete(["hi"], 3, CFG, progress=False))
+    assert [(c.text, c.truncated) for c in batch] == [
+        ("cut off mid", True), ("done.", False), ("parts", False)]
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+def _verbose_traceback(err: BaseException) -> str:
+    """What ``%xmode Verbose`` shows of the package's frames: every frame's locals, along the
+    whole exception chain, plus the attributes of each local (one level down, e.g. ``self._x``).
+
+    This test module's own frames are left out: they hold the key on purpose (monkeypatch).
+    """
+    out, seen, todo = [], set(), [err]
+    while todo:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)
+                  if f.f_code.co_filename != __file__]
+        out.append(repr(exc) + repr(exc.args))
+        for frame in frames:
+            out.append(f"{frame.f_code.co_name}: {frame.f_locals!r}")
+            for value in frame.f_locals.values():
+                out.append(repr(value))
+                try:
+                    out.append(repr(vars(value)))
+                except TypeError:
+                    pass
+        todo += [exc.__cause__, exc.__context__]
+    return "\n".join(out)
+
+
+def _echo_headers_as(kind):
+    """A (misconfigured) server or proxy that quotes the request's Authorization header back."""
+    def handler(req, server):
+        auth = req["headers"].get("Authorization", "")
+        return {
+            "500 json": (500, {"error": {"message": f"bad request, Authorization: {auth}"}}),
+            "401 text": (401, f"denied for {auth}".encode()),
+            "200 not json": (200, f"<html>proxy saw {auth}</html>".encode()),
+            "200 error": (200, {"error": {"message": f"quota exceeded for {auth}"}}),
+            "200 no content": (200, {"choices": [{"index": 0, "message": {
+                "content": None, "debug": auth}}]}),
+            "200 refusal": (200, {"choices": [{"index": 0, "message": {
+                "content": None, "refusal": f"I will not repeat {auth}"}}]}),
+            # JSON may escape any character: the raw text does not show the key, the value does
+            "200 escaped": (200, json.dumps({"choices": [{"index": 0, "message": {
+                "content": None, "refusal": auth}}]}).replace("-", "\\u002d").encode()),
+        }[kind]
+    return handler
+
+
+@pytest.mark.parametrize("kind", ["500 json", "401 text", "200 not json", "200 error",
+                                  "200 no content", "200 refusal", "200 escaped"])
+def test_an_echoed_key_is_in_no_message_and_no_traceback_locals(fake, monkeypatch, kind):
+    monkeypatch.setenv("LFW_TEST_KEY", SECRET)
+    server = fake(_echo_headers_as(kind))
+    remote = RemoteChatModel(server.url, "m1", api_key_env="LFW_TEST_KEY")
+    with pytest.raises(RemoteModelError) as e:
+        list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert server.requests[-1]["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert "***" in str(e.value)  # the body is quoted, with the key blanked out
+    assert SECRET not in str(e.value) + repr(e.value)
+    assert SECRET not in _verbose_traceback(e.value)
+
+
+def test_a_key_in_the_url_query_is_sent_but_never_shown(fake, monkeypatch, caplog):
+    def handler(req, server):
+        if req["path"].startswith("/v1/models"):
+            return 200, {"data": [{"id": "m1"}, {"id": "2024-06-01"}, {"id": SECRET}]}
+        return 500, {"error": {"message": f"cannot route {req['path']}"}}
+
+    server = fake(handler)
+    url = f"{server.url}?api-version=2024-06-01&api_key={SECRET}"
+    remote = RemoteChatModel(url, "m1", api_key_env=None)
+    assert SECRET not in repr(remote) + str(remote) + repr(vars(remote)) + remote.endpoint
+    assert "/v1?api-version=2024-06-01&api_key=***'" in repr(remote)
+    assert remote.endpoint == server.url == remote.base_url
+    with caplog.at_level(logging.DEBUG):
+        # answers are redacted too, but only of the secret: the api-version value stays
+        assert remote.check() == ["m1", "2024-06-01", "***"]
+        with pytest.raises(RemoteModelError, match="HTTP 500") as e:
+            list(remote.complete(["hi"], 1, CFG, progress=False))
+    # the query reaches the server on every path, after the path (not glued into it)
+    assert [r["path"] for r in server.requests] == [
+        f"/v1/models?api-version=2024-06-01&api_key={SECRET}",
+        f"/v1/chat/completions?api-version=2024-06-01&api_key={SECRET}"]
+    assert "cannot route /v1/chat/completions" in str(e.value)
+    assert SECRET not in str(e.value) + _verbose_traceback(e.value)
+    assert "HTTP Request" in caplog.text  # httpx did log the requests …
+    assert SECRET not in caplog.text  # … with the key blanked out
+
+
+def test_the_header_key_is_in_no_log(fake, monkeypatch, caplog):
+    monkeypatch.setenv("LFW_TEST_KEY", SECRET)
+    server = fake(lambda req, s: (200, {"choices": [{"message": {"content": "ok"}}]},
+                                  {"X-Echo": req["headers"].get("Authorization", "")}))
+    remote = RemoteChatModel(server.url, "m1", api_key_env="LFW_TEST_KEY")
+    with caplog.at_level(logging.DEBUG):
+        [batch] = list(remote.complete(["hi"], 1, CFG, progress=False))
+    assert batch[0].text == "ok" and "receive_response_headers" in caplog.text
+    assert SECRET not in caplog.text
+
+
+def test_remote_imports_no_torch():
+    """The remote source runs where torch is not installed (a laptop talking to a server)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, types; pkg = types.ModuleType('lf_widgets'); "
+            f"pkg.__path__ = [{os.path.join(root, 'lf_widgets')!r}]; "
+            "sys.modules['lf_widgets'] = pkg; import lf_widgets.remote; "
+            "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 # -- Session wiring (skipped until Session accepts a RemoteChatModel) ----------------------------
