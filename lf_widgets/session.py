@@ -370,6 +370,10 @@ class Session:
         from .panels.abtest import ABTestPanel
 
         self._require_local_model("ab_test()")
+        needs_adapter = [m for m in models if str(m) != "base"]
+        if needs_adapter and not self.model.has_adapter:  # said now, not later on the model's thread
+            raise ValueError(f"contender {needs_adapter[0]!r} needs an adapter: train() first, or "
+                             "start the Session with adapter=<folder>")
         test = start_test(self.start_generation, check_prompts(prompts), check_count(n),
                           tuple(str(m) for m in models), sampling_config(**sampling), seed)
         return self._show(ABTestPanel(self, test), display)
@@ -567,8 +571,11 @@ class Session:
         """Stop training, end the model's thread, close the feedback log's connections."""
         if self._run is not None and not self._run.done:
             self._run.stop(wait=True, timeout=120)
-        worker = self.model.worker if self.local else self._remote_worker
-        worker.close()
+        if self.local:
+            self.model.close()
+        else:
+            self._remote_worker.close()
+            self.model.close()  # the kept-alive HTTP connections
         self.store.close()
 
 

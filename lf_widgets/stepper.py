@@ -24,6 +24,7 @@ from . import data as _data
 from .sampling import chat_prompt_ids
 from .losses import kto_loss, selective_logps
 from .batching import collate_kto, collate_sft
+from .feedback import prompt_of
 from .step import forward_logps, to_device, train_step
 from .trainer import TrainConfig
 
@@ -143,8 +144,8 @@ def sample_tokens(owner, store, sample) -> tuple[str, list[int]]:
     if not rows:
         raise KeyError(f"no sample {sample_id} in {store.path}")
     def job():
-        builder = _data._Builder(owner.tokenizer, rows, 10**9, "truncate", _data.TrainingData())
-        return builder.prompt(sample_id), list(builder.sample(sample_id).ids)
+        prompt_ids, completion_ids = _data.sample_example_ids(owner.tokenizer, rows[sample_id])
+        return prompt_of(rows[sample_id]), list(completion_ids)
 
     return owner.call(job, name="tokenise")
 

@@ -1,7 +1,6 @@
 """Test helpers shared by several test files."""
 
-from lf_widgets.session import Sample
-from lf_widgets.store import SampleRecord
+import json
 
 
 def finished_samples(session, prompts, n=2, *, seed=0, max_new_tokens=8):
@@ -9,14 +8,17 @@ def finished_samples(session, prompts, n=2, *, seed=0, max_new_tokens=8):
 
     The tiny random model almost never emits its end-of-turn token, so its samples are cut off
     at ``max_new_tokens`` — and a cut-off sample is no SFT target (``samples.truncated``). For
-    tests of training this stores the generated tokens plus the end-of-turn token.
+    tests of training this generates samples and then marks them as finished in the log (their
+    tokens plus the end-of-turn token), as if the model had stopped there.
     """
     out = session.generate(list(prompts), n=n, max_new_tokens=max_new_tokens, seed=seed,
                            progress=False)
     eos = session.tokenizer.eos_token_id
-    records = [SampleRecord(text=s.text, prompt=s.prompt, model=s.model,
-                            token_ids=list(row.token_ids[:max_new_tokens - 1]) + [eos])
-               for s, row in zip(out, session.store.samples().set_index("sample_id")
-                                 .loc[[s.sample_id for s in out]].itertuples())]
-    ids = session.store.add_samples(records)
-    return [Sample(i, r.prompt, r.text, r.model) for i, r in zip(ids, records)]
+    rows = session.store.samples().set_index("sample_id")
+    with session.store.atomic() as conn:
+        for s in out:
+            ids = list(rows.loc[s.sample_id, "token_ids"])
+            ids = ids if ids and ids[-1] == eos else ids[:max_new_tokens - 1] + [eos]
+            conn.execute("UPDATE samples SET token_ids = ?, truncated = 0 WHERE id = ?",
+                         (json.dumps(ids), s.sample_id))
+    return session.samples()[-len(out):] if out else []

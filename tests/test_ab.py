@@ -14,13 +14,15 @@ from lf_widgets.ab import assign_sides
 from lf_widgets.data import build_examples
 from lf_widgets.models import tiny_model
 
+from .helpers import finished_samples
+
 CONTENDER_WORDS = ("base", "tuned", "contender", "step-", "adapter")
 
 
 @pytest.fixture
 def trained(tmp_path):
     s = lfw.Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite", annotator="ann")
-    samples = s.generate(["hello", "world"], n=4, max_new_tokens=6, seed=0, progress=False)
+    samples = finished_samples(s, ["hello", "world"], n=4, max_new_tokens=6)
     for i, x in enumerate(samples):
         s.record_rating(x.sample_id, [5, 1, 4, 2][i % 4])
     s.train("dpo", steps=3, lr=1e-2, checkpoint_every=1).wait(60)
@@ -42,15 +44,16 @@ def widget_states(panel) -> str:
 
 # -- preferences ----------------------------------------------------------------------------------
 def test_preference_choices_become_dpo_pairs(session):
-    session.generate(["p1", "p2"], n=2, max_new_tokens=5, seed=0, progress=False)
+    finished_samples(session, ["p1", "p2"], n=2, max_new_tokens=5)
     panel = session.compare(display=False, seed=0)
     assert panel.total == 2
     first = panel.items[0]
-    panel._reason.value = "more polite"
-    panel._buttons["a"].click()  # A (left) is better
+    panel.reason.value = "more polite"
+    panel.buttons["a"].click()  # A (left) is better
     assert panel.index == 1 and panel.judged == 1
-    panel._buttons["tie"].click()
+    panel.buttons["tie"].click()
     ev = session.store.events()
+    ev = ev[ev.sample_id.isin(panel.sample_ids())].reset_index(drop=True)
     assert ev.kind.tolist() == ["preference", "preference"]
     assert ev.value[0] == {"other": first.right.sample_id, "choice": "a", "reason": "more polite"}
     assert ev.sample_id[0] == first.left.sample_id
@@ -66,11 +69,11 @@ def test_preference_keys_and_undo(session):
     panel.keyboard.press("b")
     panel.keyboard.press("x")
     assert panel.judged == 2
-    panel._undo.click()
+    panel.undo_button.click()
     assert panel.judged == 1 and panel.index == 1
     assert len(session.store.events(active_only=True)) == 1
     panel.keyboard.press("p")
-    assert panel.index == 0 and panel._buttons["b"].button_style == "success"
+    assert panel.index == 0 and panel.buttons["b"].button_style == "success"
 
 
 def test_sides_are_random_per_pair(session):
@@ -85,12 +88,13 @@ def test_sides_are_random_per_pair(session):
 # -- blind A/B -----------------------------------------------------------------------------------
 def test_nothing_in_widget_state_reveals_the_sides(trained):
     panel = trained.ab_test(["q1", "q2", "q3"], n=2, display=False, seed=0, max_new_tokens=4)
+    panel._test.wait()
     state = widget_states(panel).lower()
     for word in CONTENDER_WORDS:
         assert word not in state, f"{word!r} visible before reveal"
     panel.choose("a")
     assert not panel.revealed and "tuned" not in widget_states(panel).lower()
-    panel._reveal_button.click()
+    panel.reveal_button.click()
     assert panel.revealed
     state = widget_states(panel).lower()
     assert "tuned" in state and "base" in state
@@ -98,9 +102,10 @@ def test_nothing_in_widget_state_reveals_the_sides(trained):
 
 def test_votes_by_widgets_match_results_after_reveal(trained):
     panel = trained.ab_test(["q1", "q2"], n=2, display=False, seed=1, max_new_tokens=4)
+    panel._test.wait()
     choices = ["a", "b", "tie", "both_bad"]
     for c in choices:
-        panel._buttons[c].click()
+        panel.buttons[c].click()
     assert panel.revealed  # every item voted: revealed by itself
     votes = trained.ab_results(panel._test.test_id)
     assert votes.choice.tolist() == choices
@@ -116,6 +121,7 @@ def test_votes_by_widgets_match_results_after_reveal(trained):
 
 def test_undo_in_ab_panel(trained):
     panel = trained.ab_test(["q1", "q2"], display=False, seed=1, max_new_tokens=4)
+    panel._test.wait()
     panel.keyboard.press("a")
     panel.keyboard.press("u")
     assert panel.judged == 0 and trained.ab_results(panel._test.test_id).empty
@@ -130,6 +136,7 @@ def test_side_assignment_is_balanced():
 
 def test_samples_record_which_model_made_them(trained):
     panel = trained.ab_test(["q"], n=3, display=False, seed=0, max_new_tokens=4)
+    panel._test.wait()
     df = trained.store.samples().set_index("sample_id")
     for item, (left, right) in zip(panel.items, panel._test.hidden):
         for sample, name in ((item.left, left), (item.right, right)):
@@ -148,9 +155,11 @@ def test_two_checkpoints_can_be_compared(trained):
     paths = trained.store.checkpoints().path.tolist()
     panel = trained.ab_test(["q"], n=2, models=(paths[0], paths[-1]), display=False, seed=0,
                             max_new_tokens=4)
+    panel._test.wait()
     steps = {s.adapter_step for item in panel.items for s in (item.left, item.right)}
     assert steps == {1, 3}
-    assert trained.model.active_adapter == "default"  # the training adapter is active again
+    active = trained.model.call(lambda: trained.model.model.active_adapter)
+    assert active == "default"  # the training adapter is active again
 
 
 def test_ab_needs_an_adapter(session):
@@ -165,12 +174,14 @@ def test_ab_generation_during_training_corrupts_nothing(trained):
     while len(run.metrics) < 2:
         time.sleep(0.01)
     panel = trained.ab_test(["q1", "q2"], n=2, display=False, seed=0, max_new_tokens=4)
+    panel._test.wait()
     steps_during = len(run.metrics)
     while len(run.metrics) < steps_during + 2:  # training goes on after the A/B generation
         time.sleep(0.01)
     trained.stop_training()
     assert run.state == "stopped" and run.error is None
-    assert all(torch.isfinite(p).all() for p in trained.model.parameters())
+    assert trained.model.call(lambda: all(torch.isfinite(p).all()
+                                          for p in trained.model.model.parameters()))
     assert all(s.text is not None for item in panel.items for s in (item.left, item.right))
     df = trained.store.samples()
     mine = df[df.params.map(lambda p: p.get("ab_test") == panel._test.test_id)]

@@ -27,17 +27,17 @@ def rows(session, sql):
 
 
 def test_click_rating_lands_in_sqlite(session, panel):
-    card = panel._card_widgets[1]
+    card = panel.cards[1]
     card.stars[3].click()  # the "4" button
     got = rows(session, "SELECT sample_id, kind, value, annotator FROM events")
     assert got == [(panel.samples[1].sample_id, "rating", "4", "ann")]
-    assert card.stars[3].button_style == "success" and card.status.value.startswith("✓ saved")
+    assert card.stars[3].button_style == "success" and "✓ saved" in card.status.value
     assert (panel.rated, panel.total) == (1, 4)
-    assert panel._progress.value == "1 of 4 rated"
+    assert "1 of 4 rated" in panel.progress.value
 
 
 def test_critique_and_correction_by_widgets(session, panel):
-    card = panel._card_widgets[0]
+    card = panel.cards[0]
     assert card.correction.value == panel.samples[0].text  # editor prefilled with the sample
     card.critique.value = "too short"
     card.save_critique.click()
@@ -48,23 +48,23 @@ def test_critique_and_correction_by_widgets(session, panel):
 
 
 def test_undo_button(session, panel):
-    panel._card_widgets[0].stars[1].click()
-    panel._card_widgets[0].stars[4].click()
-    panel._undo.click()
+    panel.cards[0].stars[1].click()
+    panel.cards[0].stars[4].click()
+    panel.undo_button.click()
     fb = session.feedback
     assert fb[fb.sample_id == panel.samples[0].sample_id].rating.iloc[0] == 2
-    assert panel._card_widgets[0].stars[1].button_style == "success"
+    assert panel.cards[0].stars[1].button_style == "success"
     assert rows(session, "SELECT kind, undoes FROM events WHERE kind='undo'") == [("undo", 2)]
-    panel._undo.click()
+    panel.undo_button.click()
     assert panel.rated == 0
 
 
 def test_annotator_field_and_two_annotators_on_one_sample(session, panel):
-    panel._card_widgets[0].stars[4].click()
-    panel._annotator_box.value = "bob"
+    panel.cards[0].stars[4].click()
+    panel.annotator_box.value = "bob"
     assert panel.rated == 0  # bob has rated nothing yet
-    assert panel._card_widgets[0].stars[4].button_style == ""
-    panel._card_widgets[0].stars[0].click()
+    assert panel.cards[0].stars[4].button_style == ""
+    panel.cards[0].stars[0].click()
     got = rows(session, "SELECT annotator, value FROM events ORDER BY id")
     assert got == [("ann", "5"), ("bob", "1")]
     fb = session.feedback
@@ -73,9 +73,9 @@ def test_annotator_field_and_two_annotators_on_one_sample(session, panel):
 
 
 def test_empty_annotator_is_not_saved(session, panel):
-    panel._annotator_box.value = "  "
-    panel._card_widgets[0].stars[2].click()
-    assert panel._card_widgets[0].status.value.startswith("✗ not saved")
+    panel.annotator_box.value = "  "
+    panel.cards[0].stars[2].click()
+    assert "✗ not saved" in panel.cards[0].status.value
     assert rows(session, "SELECT COUNT(*) FROM events") == [(0,)]
 
 
@@ -85,20 +85,20 @@ def test_failed_save_is_shown(session, panel, monkeypatch):
 
     monkeypatch.setattr(session.store, "record", broken)
     assert panel.rate(0, 3) is False
-    assert "disk full" in panel._card_widgets[0].status.value
+    assert "disk full" in panel.cards[0].status.value
     assert panel.rated == 0
 
 
 def test_navigation_and_method_twins(session, panel):
-    assert panel._prev.disabled and not panel._next.disabled
-    panel._next.click()
-    assert panel.index == 1 and panel._next.disabled
+    assert panel.prev_button.disabled and not panel.next_button.disabled
+    panel.next_button.click()
+    assert panel.index == 1 and panel.next_button.disabled
     assert [s.prompt for s in panel.samples] == ["second prompt"] * 2
     assert panel.rate(1, 2)  # twin: the same path as the click
-    panel._prev.click()
+    panel.prev_button.click()
     assert panel.index == 0
     panel.next()
-    assert panel._card_widgets[1].stars[1].button_style == "success"  # remembered
+    assert panel.cards[1].stars[1].button_style == "success"  # remembered
     with pytest.raises(IndexError, match="sample_idx"):
         panel.rate(5, 3)
 
@@ -107,9 +107,9 @@ def test_reopened_panel_shows_saved_state(session, panel):
     panel.rate(0, 4)
     panel.critique(0, "ok")
     again = session.rate(display=False)
-    card = again._card_widgets[0]
+    card = again.cards[0]
     assert card.stars[3].button_style == "success" and card.critique.value == "ok"
-    assert again.rated == 1 and "saved earlier" in card.status.value
+    assert again.rated == 1 and "in force: rating" in card.status.value
 
 
 def test_untrusted_text_is_escaped(session):
@@ -119,12 +119,12 @@ def test_untrusted_text_is_escaped(session):
     assert html_values and all("<img" not in v and "<b>" not in v for v in html_values)
     assert any("&lt;img src=x onerror=&quot;document.title=&#x27;pwned&#x27;&quot;&gt;" in v
                for v in html_values)
-    assert panel._card_widgets[0].correction.value == XSS  # a Textarea shows it as text
+    assert panel.cards[0].correction.value == XSS  # a Textarea shows it as text
 
 
 def test_empty_panel(session):
     panel = RatingPanel(session, [])
-    assert panel.total == 0 and "no samples" in panel._prompt.value
+    assert panel.total == 0 and "no samples" in panel.prompt_text.value
 
 
 def _record(text, prompt):
@@ -148,7 +148,7 @@ def test_keyboard_rates_the_focused_sample_and_moves_on(session, panel):
     assert fb.loc[panel.samples[0].sample_id, "rating"] == 4
     assert fb.loc[panel.samples[1].sample_id, "rating"] == 2
     assert panel.cursor == 1  # last sample of the page: focus stays
-    assert panel._card_widgets[1].layout.border.startswith("2px")
+    assert panel.cards[1].layout.border.startswith("2px")
     panel.keyboard.press("u")
     assert pd_isna(session.feedback.set_index("sample_id").loc[panel.samples[1].sample_id, "rating"])
     panel.keyboard.press("n")
@@ -163,7 +163,7 @@ def test_keyboard_rates_the_focused_sample_and_moves_on(session, panel):
 
 
 def test_clicking_a_card_moves_the_keyboard_focus(panel):
-    panel._card_widgets[1].stars[0].click()
+    panel.cards[1].stars[0].click()
     assert panel.cursor == 1
 
 

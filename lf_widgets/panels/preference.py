@@ -40,8 +40,10 @@ class PreferencePanel(PairPanel):
                  **kwargs):
         self._rng, self._request = random.Random(seed), request
         total = len(request.prompts) if request is not None else None
-        super().__init__(session, pair_up(samples, seed) if request is None else [],
-                         title="Which answer is better?", total=total, **kwargs)
+        samples = list(samples)
+        items = (samples if samples and isinstance(samples[0], PairItem)  # already paired
+                 else pair_up(samples, seed) if request is None else [])
+        super().__init__(session, items, title="Which answer is better?", total=total, **kwargs)
         if request is not None:
             self._unsubscribe.append(session.on("generated", self._on_generated))
             for slot in sorted(request.samples):  # arrived before we listened

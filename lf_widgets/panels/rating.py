@@ -66,7 +66,7 @@ class SampleCard(widgets.VBox):
         self.correction.value = current.get("correction", sample.text)
         self.show(current)
         if note:
-            self.set_status("not rated yet" + note)
+            self.set_status((f"in force: {describe(current)}" if current else "not rated yet") + note)
 
     def show(self, current: dict) -> None:
         """Reflect the judgements in force (from the store)."""
