@@ -1,7 +1,10 @@
 """Import and export of feedback: CSV (also the seed's Chinese headers), JSONL, Parquet, DataFrames.
 
-Imports are atomic: every row is checked first, and one bad row rejects the whole file with a
-message that names the row, the line (CSV, JSONL) and the column. Nothing is half-imported.
+Every row is checked before anything is stored: one bad row rejects the whole file with a
+message that names the row, the line (CSV, JSONL) and the column, and nothing is imported. The
+checked rows are then written 10,000 per transaction (each well under a second, so other
+kernels' clicks get in between); a kernel killed midway leaves whole transactions, and importing
+the file again adds exactly the rest (rows already in the log are skipped).
 
 What an import accepts
 ----------------------

@@ -510,17 +510,18 @@ class FeedbackStore:
         return out
 
     # -- bulk import (lf_widgets.io) ----------------------------------------------------------
-    def import_rows(self, rows, *, source: str):
-        """Add checked import rows (:class:`lf_widgets._bulk_import.ImportRow`) at once.
+    def import_rows(self, rows, *, source: str, chunk_rows: int | None = None):
+        """Add checked import rows (:class:`lf_widgets._bulk_import.ImportRow`).
 
         Samples are found by prompt and text (the oldest such sample) or added with ``source``;
         a judgement the log already holds (same sample, annotator, kind and value) is not added
-        again. Lookups read a snapshot without the write lock; the write is one short
-        transaction. Returns a :class:`lf_widgets._bulk_import.BulkImport` with the counts.
+        again. Lookups run without the write lock; each write transaction holds at most
+        ``chunk_rows`` rows (default 10,000: well under a second). Returns a
+        :class:`lf_widgets._bulk_import.BulkImport` with the counts.
         """
         from ._bulk_import import import_rows  # it imports this module
 
-        return import_rows(self, rows, source=source)
+        return import_rows(self, rows, source=source, chunk_rows=chunk_rows)
 
 
 def _event(row: sqlite3.Row) -> Event:

@@ -340,6 +340,48 @@ def test_a_writer_between_snapshot_and_write_is_caught_up(tmp_path, monkeypatch)
         assert sorted(s.samples().text) == ["new", "same"] and len(s.events()) == 2
 
 
+def test_judgements_written_meanwhile_count_only_when_they_are_the_same(tmp_path, monkeypatch):
+    path = tmp_path / "fb.sqlite"
+    p = write(tmp_path, "fb.csv", "user_id,text,rating\nann,a,4\nann,b,2\n")
+    with FeedbackStore(path) as s:
+        a, b = s.add_samples([SampleRecord("a"), SampleRecord("b")])
+        snapshot = _bulk_import._snapshot
+
+        def snapshot_then_clicks(conn, keys):
+            known = snapshot(conn, keys)
+            with FeedbackStore(path) as other:
+                other.record(a, "rating", 4, "ann")  # the same as row 1: not added twice
+                other.record(b, "rating", 5, "zoe")  # someone else's click: changes nothing
+            return known
+
+        monkeypatch.setattr(_bulk_import, "_snapshot", snapshot_then_clicks)
+        result = import_feedback(s, p)
+        assert (result, result.already_present, result.events_added) == (1, 1, 1)
+        ev = s.events()
+        assert sorted(zip(ev.sample_id, ev.annotator, ev.value)) == [(a, "ann", 4), (b, "ann", 2),
+                                                                     (b, "zoe", 5)]
+
+
+def test_chunked_writes_give_the_same_log_as_one_transaction(tmp_path, monkeypatch):
+    # rows 1 and 4 are the same judgement, row 5 adds a critique to row 2's sample: across
+    # chunks of two rows they must count and store exactly as in one transaction
+    p = write(tmp_path, "c.csv", "user_id,prompt,text,rating,critique\nann,P,a,4,\nann,P,b,2,\n"
+                                 "bob,Q,c,5,\nann,P,a,4,\nann,P,b,2,vague\n")
+    cols = ["sample_id", "prompt", "text", "annotator", "rating", "critique"]
+    with FeedbackStore(":memory:") as whole:
+        one = import_feedback(whole, p)
+        want = whole.feedback()[cols]
+    monkeypatch.setattr(_bulk_import, "CHUNK_ROWS", 2)
+    with FeedbackStore(":memory:") as chunked:
+        writes = []
+        atomic = chunked.atomic
+        monkeypatch.setattr(chunked, "atomic", lambda: writes.append(1) or atomic())
+        many = import_feedback(chunked, p)
+        pd.testing.assert_frame_equal(chunked.feedback()[cols], want)
+    assert len(writes) == 3  # three transactions: other writers got in between
+    assert repr(many) == repr(one) and (many, many.already_present) == (4, 1)
+
+
 _HOLD_LOCK = """
 import sqlite3, sys
 con = sqlite3.connect(sys.argv[1], isolation_level=None)
