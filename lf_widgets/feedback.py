@@ -14,10 +14,12 @@ Judgements are read only through :meth:`FeedbackStore.current_events` (the store
 cancelled), so a changed vote replaces the earlier one and an undone one counts for nothing.
 
 A sample cut off at ``max_new_tokens`` (``samples.truncated``) has no end-of-turn token. It is
-no SFT target, no KTO desirable example and no chosen side of a pair (unless
-``truncated_targets=True``): training would teach its cut, and TRL, which re-tokenises exports
-with its chat template, would teach stopping there. It may still be the rejected side, or a
-KTO undesirable example; a correction of it is a complete text and a target like any other.
+no SFT target and no KTO desirable example (unless ``truncated_targets=True``): imitating it
+would teach its cut, and TRL, which re-tokenises exports with its chat template, would teach
+stopping there. It may be either side of a DPO pair: a pair says which of two answers is better,
+and an end-of-turn token added to both sides (as TRL does) adds the same kind of term to both
+log-ratios, so short samples rated against each other still teach the preference. A correction
+of a cut-off sample is a complete text and a target like any other.
 """
 
 from __future__ import annotations
@@ -218,8 +220,8 @@ class _Collector:
                        (prompt, a.text, desirable))
 
     def add_pair(self, prompt: str, chosen: _Answer, rejected: _Answer, source: str) -> None:
-        if not self._target("dpo", chosen):
-            return
+        if not chosen.text.strip():  # cut-off sides are fine in a pair (see the module docstring)
+            return self.drop("dpo", "empty completion")
         if chosen.text.strip() == rejected.text.strip():
             return self.drop("dpo", "identical pair")  # e.g. a "correction" that changed nothing
         self._keep("dpo", PairText(prompt, chosen.text, rejected.text, chosen.sample_id,

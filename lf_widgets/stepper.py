@@ -132,12 +132,19 @@ class KTOView:
 
 
 # -- helpers (on the model's thread) -------------------------------------------------------------
-def sample_tokens(owner, store, sample) -> tuple[str, list[int]]:
+def _owner(source):
+    """The model owner of a Session (the verbs below take either)."""
+    return source.model if hasattr(source, "store") and hasattr(source, "annotator") else source
+
+
+def sample_tokens(source, sample, store=None) -> tuple[str, list[int]]:
     """The prompt and completion token ids of a stored sample, exactly as training builds them.
 
-    ``sample`` is a :class:`~lf_widgets.session.Sample` or a sample id. The ids are the stored
-    generated ones; imported text is tokenized the way ``data.build_examples`` does it.
+    ``source`` is a Session (or a LocalModel, with ``store``); ``sample`` is a
+    :class:`~lf_widgets.session.Sample` or a sample id. The ids are the stored generated ones;
+    imported text is tokenized the way ``data.build_examples`` does it.
     """
+    owner, store = _owner(source), store if store is not None else source.store
     sample_id = int(getattr(sample, "sample_id", sample))
     rows = {int(r.sample_id): r for r in store.samples().itertuples(index=False)
             if int(r.sample_id) == sample_id}
@@ -193,16 +200,17 @@ def _probabilities(owner, prompt: str, completion_ids: Sequence[int]) -> list[To
 
 
 # -- the verbs (any thread: the work runs on the model's thread) ---------------------------------
-def token_probabilities(owner, prompt: str, completion_ids: Sequence[int]) -> list[TokenProb]:
+def token_probabilities(source, prompt: str, completion_ids: Sequence[int]) -> list[TokenProb]:
     """P(token | prompt, earlier tokens) for each completion token, with the adapter on if any.
 
     In eval mode, without gradients. The log-probs sum to what ``losses.sequence_logps`` gives
     for the same sequence (the trainer's ``log π(y|x)``).
     """
+    owner = _owner(source)
     return owner.call(lambda: _probabilities(owner, prompt, completion_ids), name="probabilities")
 
 
-def sft_step_on(owner, prompt: str, completion_ids: Sequence[int], *, lr: float = TEACHING_LR,
+def sft_step_on(source, prompt: str, completion_ids: Sequence[int], *, lr: float = TEACHING_LR,
                 optimizer: str = "sgd", **options) -> StepReport:
     """Exactly one SFT optimizer step on one sample; the probabilities before and after.
 
@@ -210,6 +218,7 @@ def sft_step_on(owner, prompt: str, completion_ids: Sequence[int], *, lr: float 
     ``max_grad_norm``) on a batch of this one example, with a fresh ``optimizer`` at ``lr``.
     ``options`` go to :class:`~lf_widgets.trainer.TrainConfig` (``lora_r``, ``max_grad_norm`` …).
     """
+    owner = _owner(source)
     config = TrainConfig(objective="sft", lr=lr, optimizer=optimizer, **options)
 
     def job():
@@ -224,10 +233,11 @@ def sft_step_on(owner, prompt: str, completion_ids: Sequence[int], *, lr: float 
     return owner.call(job, name="sft step")
 
 
-def dpo_step_on(owner, prompt: str, chosen_ids: Sequence[int], rejected_ids: Sequence[int], *,
+def dpo_step_on(source, prompt: str, chosen_ids: Sequence[int], rejected_ids: Sequence[int], *,
                 lr: float = TEACHING_LR, beta: float = 0.1, optimizer: str = "sgd",
                 **options) -> DPOReport:
     """Exactly one DPO step on one pair (chosen ≻ rejected): rewards and margin before and after."""
+    owner = _owner(source)
     config = TrainConfig(objective="dpo", lr=lr, beta=beta, optimizer=optimizer, **options)
 
     def job():
@@ -247,13 +257,14 @@ def dpo_step_on(owner, prompt: str, chosen_ids: Sequence[int], rejected_ids: Seq
     return owner.call(job, name="dpo step")
 
 
-def kto_view(owner, prompt: str, completion_ids: Sequence[int], *, desirable: bool = False,
+def kto_view(source, prompt: str, completion_ids: Sequence[int], *, desirable: bool = False,
              beta: float = 0.1, kl: float | None = None) -> KTOView:
     """What KTO would do with this answer judged good or bad (default: a thumbs-down); no step.
 
     ``kl`` sets the reference point z₀; None estimates it as training does for a batch of this
     one example (its own log-ratio, clipped at 0).
     """
+    owner = _owner(source)
     def job():
         example = _data.KTOExample(prompt, chat_prompt_ids(owner.tokenizer, prompt),
                                    completion_ids, desirable, -1)
@@ -286,7 +297,7 @@ class SampleStepper:
 
     def __init__(self, owner, store, sample, *, lr: float = TEACHING_LR, **options):
         self.owner, self.lr, self.options = owner, lr, options
-        self.prompt, self.completion_ids = sample_tokens(owner, store, sample)
+        self.prompt, self.completion_ids = sample_tokens(owner, sample, store)
 
     def probabilities(self) -> list[TokenProb]:
         return token_probabilities(self.owner, self.prompt, self.completion_ids)

@@ -542,10 +542,11 @@ def test_a_cut_off_sample_is_no_target_but_may_be_a_bad_example(store, tok):
     data = build_examples(store, tok)
     assert data.sft == []  # it would teach the cut, with no end-of-turn token
     assert [(e.sample_id, e.desirable) for e in data.kto] == [(bad_cut, False)]
-    assert data.pairs == []  # good_cut ≻ bad_cut would make the cut-off text the chosen side
-    assert data.dropped_by["sft"] == data.dropped_by["kto"] == data.dropped_by["dpo"] == \
-        Counter({CUT_OFF: 1})
-    assert data.summary().loc[["sft", "dpo", "kto"], f"dropped: {CUT_OFF}"].tolist() == [1, 1, 1]
+    # a pair of cut-off samples still says which is better (both sides end at the cut)
+    assert [(e.chosen_sample_id, e.rejected_sample_id) for e in data.pairs] == [(good_cut, bad_cut)]
+    assert data.dropped_by["sft"] == data.dropped_by["kto"] == Counter({CUT_OFF: 1})
+    assert not data.dropped_by["dpo"]
+    assert data.summary().loc[["sft", "kto"], f"dropped: {CUT_OFF}"].tolist() == [1, 1]
     with pytest.raises(ValueError, match=f"1 {CUT_OFF} was left out"):
         choose_objective(data, "sft")
     kept = build_examples(store, tok, truncated_targets=True)  # asked for: targets after all

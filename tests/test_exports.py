@@ -265,17 +265,19 @@ def test_cut_off_samples_are_no_target_in_any_export(tiny, tmp_path):
             (bot("The sea is wide."), True), (bot("Sea sea sea sea"), False),
             (bot("The sea is deep."), True)]  # cut off and bad is a fine bad example
         dpo = read_jsonl(export_training(store, "openai-dpo", tmp_path / "d.jsonl").path)
-        assert [(r["preferred_output"], r["non_preferred_output"]) for r in dpo] == [
-            (bot("The sea is wide."), bot("Sea sea sea sea")),  # cut ≻ anything: left out
-            (bot("The sea is deep."), bot("The sea is"))]  # the correction ≻ the cut original
+        # a pair may have cut-off sides: both end at the cut, the pair still says which is better
+        assert sorted((r["preferred_output"][0]["content"], r["non_preferred_output"][0]["content"])
+                      for r in dpo) == sorted([
+            ("The sea is", "The sea is wide."), ("The sea is", "Sea sea sea sea"),
+            ("The sea is wide.", "Sea sea sea sea"),
+            ("The sea is deep.", "The sea is")])  # the correction ≻ the cut original
         result = export_training(store, "openai-sft", tmp_path / "s.jsonl")
         assert result.records == 2 and result.left_out == Counter({CUT_OFF: 1})
-        assert export_training(store, "trl-dpo", tmp_path / "t.jsonl").left_out == \
-            Counter({CUT_OFF: 2})  # cut ≻ done and cut ≻ bad
+        assert not export_training(store, "trl-dpo", tmp_path / "t.jsonl").left_out
         # the training examples agree, and the cleaning summary says why
         data = build_examples(store, tok)
         assert (len(data.sft), len(data.pairs), len(data.kto)) == (len(sft), len(dpo), len(kto))
-        assert data.summary()[f"dropped: {CUT_OFF}"].tolist() == [1, 2, 1]
+        assert data.summary()[f"dropped: {CUT_OFF}"].tolist() == [1, 0, 1]
         opted_in, _ = training_records(store, "trl-sft", truncated_targets=True)
         assert len(opted_in) == 3
 

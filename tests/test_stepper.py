@@ -50,18 +50,18 @@ def button(panel, description):
 def test_sft_step_lowers_the_loss_of_the_chosen_sample(session):
     good = add(session, GOOD)
     session.record_rating(good, 5)
-    prompt, ids = st.sample_tokens(session.model, session.store, good)
-    report = st.sft_step_on(session.model, prompt, ids)
+    prompt, ids = st.sample_tokens(session, good)
+    report = st.sft_step_on(session, prompt, ids)
     assert not report.skipped and math.isfinite(report.grad_norm)
     assert report.loss_after < report.loss_before
-    assert report.loss_after == pytest.approx(st.loss_of(st.token_probabilities(session.model, prompt, ids)))
+    assert report.loss_after == pytest.approx(st.loss_of(st.token_probabilities(session, prompt, ids)))
     assert sum(d > 0 for d in report.delta_logp) > len(ids) / 2  # most tokens became likelier
     assert session.adapter_step == 1  # a real step: later samples know they come from it
 
 
 def test_token_probabilities_match_a_direct_computation(session):
-    prompt, ids = st.sample_tokens(session.model, session.store, add(session, GOOD))
-    tokens = st.token_probabilities(session.model, prompt, ids)
+    prompt, ids = st.sample_tokens(session, add(session, GOOD))
+    tokens = st.token_probabilities(session, prompt, ids)
     assert [t.token_id for t in tokens] == ids
     assert all(0 < t.prob <= 1 and t.logp == pytest.approx(math.log(t.prob)) for t in tokens)
     prompt_ids = session.tokenizer.apply_chat_template(
@@ -77,8 +77,8 @@ def test_token_probabilities_match_a_direct_computation(session):
 
 
 def test_token_texts_put_split_characters_back_together(session):
-    prompt, ids = st.sample_tokens(session.model, session.store, add(session, "你好! 谢谢 <b>"))
-    texts = [t.token_text for t in st.token_probabilities(session.model, prompt, ids)]
+    prompt, ids = st.sample_tokens(session, add(session, "你好! 谢谢 <b>"))
+    texts = [t.token_text for t in st.token_probabilities(session, prompt, ids)]
     assert "".join(texts) == session.tokenizer.decode(ids, skip_special_tokens=False)
     assert "\ufffd" not in "".join(texts)
 
@@ -132,9 +132,9 @@ def test_clicking_take_one_step_updates_loss_steps_and_figure(session):
 
 
 def test_dpo_step_raises_the_reward_margin(session):
-    prompt, good = st.sample_tokens(session.model, session.store, add(session, GOOD))
-    _, bad = st.sample_tokens(session.model, session.store, add(session, BAD))
-    report = st.dpo_step_on(session.model, prompt, good, bad)
+    prompt, good = st.sample_tokens(session, add(session, GOOD))
+    _, bad = st.sample_tokens(session, add(session, BAD))
+    report = st.dpo_step_on(session, prompt, good, bad)
     assert report.margin_before == pytest.approx(0.0, abs=1e-5)  # a fresh adapter is the base model
     assert report.margin_after > report.margin_before
     assert report.loss_after < report.loss_before
@@ -142,14 +142,14 @@ def test_dpo_step_raises_the_reward_margin(session):
 
 
 def test_kto_view_of_a_thumbs_down(session):
-    prompt, good = st.sample_tokens(session.model, session.store, add(session, GOOD))
-    _, bad = st.sample_tokens(session.model, session.store, add(session, BAD))
-    st.sft_step_on(session.model, prompt, good)  # move the adapter, so the rewards are not all zero
-    view = st.kto_view(session.model, prompt, bad)
+    prompt, good = st.sample_tokens(session, add(session, GOOD))
+    _, bad = st.sample_tokens(session, add(session, BAD))
+    st.sft_step_on(session, prompt, good)  # move the adapter, so the rewards are not all zero
+    view = st.kto_view(session, prompt, bad)
     numbers = [view.policy_logp, view.reference_logp, view.reward, view.kl, view.loss, view.dloss_dlogp]
     assert all(math.isfinite(x) for x in numbers)
     assert view.reward == pytest.approx(view.beta * (view.policy_logp - view.reference_logp), abs=1e-5)
     assert view.dloss_dlogp > 0  # a step would make the bad answer less likely
-    fixed = st.kto_view(session.model, prompt, bad, kl=0.0)
+    fixed = st.kto_view(session, prompt, bad, kl=0.0)
     assert fixed.loss == pytest.approx(1 - 1 / (1 + math.exp(fixed.reward)), abs=1e-5)  # 1 − σ(−r·β)
     assert "lowers" in view.sentence()

@@ -43,6 +43,11 @@ class ABTestPanel(PairPanel):
         """The id of this test in the log (``session.ab_results(panel.test_id)``)."""
         return self._test.test_id
 
+    def wait(self) -> ABTestPanel:
+        """Block until both answers of every item are written (scripts, notebooks)."""
+        self._test.wait()
+        return self
+
     def _on_item(self) -> None:  # the model's thread: an item's two answers are written
         with self._lock:
             for item in self._test.items[len(self.items):]:

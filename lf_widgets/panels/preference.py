@@ -49,6 +49,12 @@ class PreferencePanel(PairPanel):
             for slot in sorted(request.samples):  # arrived before we listened
                 self._pair_if_complete(slot)
 
+    def wait(self, timeout: float | None = None) -> PreferencePanel:
+        """Block until both samples of every pair are written (scripts, notebooks)."""
+        if self._request is not None:
+            self._request.wait(timeout)
+        return self
+
     def _on_generated(self, generated) -> None:
         if generated.request_id == self._request.id:
             self._pair_if_complete(generated.slot)

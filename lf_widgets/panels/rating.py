@@ -373,6 +373,13 @@ class RatingPanel(DisplayOnce, widgets.VBox):
                 card.set_status(f"↶ undid {event.kind}; in force: {describe(now) or 'nothing'}")
         return True
 
+    def wait(self, timeout: float | None = None) -> RatingPanel:
+        """Block until every sample of the panel has been written (for scripts and notebooks
+        that rate from code; a person can rate the arrived ones meanwhile)."""
+        if self._request is not None:
+            self._request.wait(timeout)
+        return self
+
     def next(self) -> None:
         """Show the next prompt."""
         self.index = min(self.index + 1, max(len(self._pages) - 1, 0))
