@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GenerationRequest", "Partial", "Generated"]
+__all__ = ["GenerationRequest", "Partial", "Generated", "start_request"]
 
 _ids = itertools.count(1)
 
@@ -100,3 +100,62 @@ class GenerationRequest:
     def finish(self, state: str, error: BaseException | None = None) -> None:
         self.state, self.error = state, error
         self._done.set()
+
+
+def start_request(request: GenerationRequest, *, worker, source, store, emit, config, contender,
+                  params: dict, on_sample=None) -> None:
+    """Queue ``request``'s sampling on ``worker`` (the model's thread, or the remote one).
+
+    Each finished sample is stored at once (with ``params`` as provenance), handed to
+    ``on_sample(slot, sample)`` and announced (``"samples"``, ``"generated"``, ``"generation"``);
+    text so far as ``"partial"``. ``source`` is a LocalModel (``stream``) or a RemoteChatModel
+    (``complete``): the same path for both.
+    """
+    from .sampling import Sample
+    from .store import SampleRecord
+
+    def stored(slot: int, c) -> None:  # on the worker thread
+        # A server returns no token ids: None, not [], so training tokenises the text instead.
+        record = SampleRecord(text=c.text, prompt=c.prompt, token_ids=c.token_ids or None,
+                              model=source.tag, adapter_step=c.adapter_step, params=params,
+                              truncated=c.truncated)
+        sample = Sample(store.add_samples([record])[0], c.prompt, c.text, source.tag,
+                        c.adapter_step, c.truncated)
+        request.samples[slot] = sample
+        if request.first_token_at is None:
+            request.first_token_at = time.monotonic()
+        if on_sample is not None:
+            on_sample(slot, sample)
+        emit("samples", [sample])
+        emit("generated", Generated(request.id, slot, sample))
+        emit("generation", request)
+
+    def partial(slot: int, text: str) -> None:
+        if request.first_token_at is None:
+            request.first_token_at = time.monotonic()
+        emit("partial", Partial(request.id, slot, request.prompt_of(slot), text))
+
+    def run(job):
+        request.started_at, request.state = time.monotonic(), "running"
+        emit("generation", request)
+        if hasattr(source, "stream"):
+            return source.stream(job, request.prompts, request.n, config, on_sample=stored,
+                                 on_partial=partial, contender=contender)
+        slot = 0
+        for batch in source.complete(request.prompts, request.n, config, progress=False):
+            for c in batch:
+                job.check()
+                stored(slot, c)
+                slot += 1
+
+    def finished(future) -> None:
+        from ._worker import Cancelled
+
+        error = None if future.cancelled() else future.exception()
+        stopped = future.cancelled() or isinstance(error, (Cancelled, KeyboardInterrupt))
+        state = "cancelled" if stopped else "failed" if error is not None else "done"
+        request.finish(state, error if state == "failed" else None)
+        emit("generation", request)
+
+    request.job = worker.submit(run, name=f"generate-{request.id}")
+    request.job.future.add_done_callback(finished)

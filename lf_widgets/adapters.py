@@ -17,7 +17,7 @@ import torch
 from ._files import atomic_folder
 
 __all__ = ["ADAPTER_META", "wrap_lora", "save_adapter", "load_adapter", "read_meta",
-           "adapter_is_finite", "NonFiniteAdapter"]
+           "adapter_is_finite", "NonFiniteAdapter", "resume_latest"]
 
 ADAPTER_META = "lf_widgets.json"  # written beside PEFT's files: step, objective, run id
 
@@ -81,7 +81,23 @@ def load_adapter(model, path: str | os.PathLike):
         raise FileNotFoundError(f"{path} is not a PEFT adapter folder (no adapter_config.json)")
     peft_model = PeftModel.from_pretrained(model, path, is_trainable=True)
     if not adapter_is_finite(peft_model):
-        base = peft_model.unload()  # leave the caller's model as it was
-        del base
+        peft_model.unload()  # leave the caller's model as it was (LoRA layers taken out again)
         raise NonFiniteAdapter(f"{path} holds non-finite adapter weights")
     return peft_model, read_meta(path)
+
+
+def resume_latest(owner, checkpoints) -> Path | None:
+    """Attach the latest complete, finite checkpoint of ``checkpoints`` (the store's table) to
+    ``owner`` (a LocalModel), saying so; returns its folder, or None when there is none."""
+    for path in reversed(checkpoints["path"].tolist() if not checkpoints.empty else []):
+        if not (Path(path) / "adapter_config.json").is_file():
+            continue  # removed, or never finished
+        try:
+            owner.call(lambda path=path: owner.load_adapter(path), name="resume")
+        except NonFiniteAdapter:
+            print(f"lf_widgets: skipping checkpoint {path}: its weights are not finite")
+            continue
+        print(f"lf_widgets: resuming from checkpoint {path} (adapter step {owner.adapter_step}); "
+              "Session(resume=False) starts from the base model")
+        return Path(path)
+    return None

@@ -49,6 +49,7 @@ class LocalModel:
         self.endpoint = None  # a local model has no URL (RemoteChatModel has one)
         self.pad_id = pad_id(tokenizer)
         self.device = next(model.parameters()).device
+        self.context_length = getattr(model.config, "max_position_embeddings", None)  # tokens
         self.adapter_step: int | None = None  # LoRA updates applied so far (None: no adapter)
         self.adapter_path: Path | None = None  # folder the adapter was loaded from, if any
         self.reference_cache = ReferenceCache()  # the base is frozen: computed once per example

@@ -7,9 +7,10 @@ here rather than beside the torch code that produces local samples (``generation
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
-__all__ = ["SamplingConfig", "Completion", "chat_prompt_ids", "check_prompts", "check_count"]
+__all__ = ["SamplingConfig", "Completion", "Sample", "chat_prompt_ids", "check_prompts", "check_count",
+           "sampling_config"]
 
 
 def _is_int(value) -> bool:
@@ -59,6 +60,18 @@ class Completion:
     adapter_step: int | None = None  # adapter step that wrote it, read on the model's thread
 
 
+@dataclass(frozen=True)
+class Sample:
+    """A stored sample, as the panels show it."""
+
+    sample_id: int  # row id in the feedback log
+    prompt: str | None  # the prompt it answers (None for imported rows without one)
+    text: str  # what the model wrote
+    model: str | None = None  # which model wrote it
+    adapter_step: int | None = None  # which adapter step (None: the base model)
+    truncated: bool = False  # cut off at max_new_tokens
+
+
 def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
     """Token ids of ``prompt`` as a user turn plus the assistant header (the generation prompt)."""
     if getattr(tokenizer, "chat_template", None):
@@ -89,3 +102,11 @@ def check_count(value, name: str = "n") -> int:
     if not _is_int(value) or int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def sampling_config(config: SamplingConfig | None = None, **options) -> SamplingConfig:
+    """``config`` (or the defaults) with ``options`` on top; unknown names are an error."""
+    known = {f.name for f in fields(SamplingConfig)}
+    if unknown := sorted(set(options) - known):
+        raise TypeError(f"unknown sampling option(s) {unknown}; SamplingConfig has {sorted(known)}")
+    return replace(config or SamplingConfig(), **options)

@@ -8,39 +8,23 @@ and every click has a method twin here, so notebooks, tests and panels share one
 from __future__ import annotations
 
 import getpass
-import logging
 import os
-import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from . import io as _io
-from ._requests import Generated, GenerationRequest, Partial
+from ._events import Events
+from ._requests import GenerationRequest, start_request
 from .remote import RemoteChatModel
-from .sampling import SamplingConfig, check_count, check_prompts
-from .store import Event, FeedbackStore, SampleRecord, check_annotator
+from .sampling import Sample, SamplingConfig, check_count, check_prompts, sampling_config
+from .store import Event, FeedbackStore, check_annotator
 
 __all__ = ["Session", "Sample"]
 
-log = logging.getLogger(__name__)
 CHOICES = ("a", "b", "tie", "both_bad")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """A stored sample, as the panels show it."""
-
-    sample_id: int  # row id in the feedback log
-    prompt: str | None  # the prompt it answers (None for imported rows without one)
-    text: str  # what the model wrote
-    model: str | None = None  # which model wrote it
-    adapter_step: int | None = None  # which adapter step (None: the base model)
-    truncated: bool = False  # cut off at max_new_tokens
 
 
 def default_annotator() -> str:
@@ -52,14 +36,6 @@ def default_annotator() -> str:
         return getpass.getuser() or "anonymous"
     except Exception:  # getpass fails in some containers without a passwd entry
         return "anonymous"
-
-
-def sampling_config(config: SamplingConfig | None = None, **options) -> SamplingConfig:
-    """``config`` (or the defaults) with ``options`` on top; unknown names are an error."""
-    known = {f.name for f in fields(SamplingConfig)}
-    if unknown := sorted(set(options) - known):
-        raise TypeError(f"unknown sampling option(s) {unknown}; SamplingConfig has {sorted(known)}")
-    return replace(config or SamplingConfig(), **options)
 
 
 class Session:
@@ -90,7 +66,7 @@ class Session:
         from ._worker import Worker
 
         self.annotator = check_annotator(default_annotator() if annotator is None else annotator)
-        self._listeners: dict[str, list[Callable]] = defaultdict(list)
+        self._events = Events()
         self._run = None  # the current or last TrainingRun
         if isinstance(model, RemoteChatModel):
             if adapter is not None:
@@ -135,24 +111,14 @@ class Session:
     def on(self, name: str, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback(payload)`` on event ``name``; returns a function that unsubscribes.
 
-        Events: ``"samples"`` (list of new :class:`Sample`), ``"generated"``
-        (:class:`~lf_widgets._requests.Generated`: a sample of a request, with its slot),
-        ``"partial"`` (:class:`~lf_widgets._requests.Partial`: text so far),
-        ``"generation"`` (a :class:`~lf_widgets._requests.GenerationRequest` whose progress or
-        state changed), ``"judgement"`` (an :class:`Event` just committed), ``"undo"`` (the
-        cancelled :class:`Event`), and from training ``"step"``
-        (:class:`~lf_widgets.metrics.StepMetrics`) and ``"train_state"``
-        (:class:`~lf_widgets.metrics.TrainState`). Callbacks may run on the model's thread.
+        The events and their payloads: :data:`lf_widgets._events.EVENTS` (samples, generated,
+        partial, generation, judgement, undo, step, train_state). Callbacks may run on the
+        model's thread; one that fails is logged and never loses data.
         """
-        self._listeners[name].append(callback)
-        return lambda: self._listeners[name].remove(callback)
+        return self._events.on(name, callback)
 
     def _emit(self, name: str, payload: Any) -> None:
-        for callback in list(self._listeners[name]):
-            try:
-                callback(payload)
-            except Exception:  # a broken view must never lose the user's data or the step
-                log.exception("listener for %r failed", name)
+        self._events.emit(name, payload)
 
     # -- generation ----------------------------------------------------------------------------
     def start_generation(self, prompts: str | Sequence[str], n: int = 4, *,
@@ -171,57 +137,18 @@ class Session:
         config = sampling_config(config, **sampling)
         if contender != "tuned":
             self._require_local_model("a contender other than 'tuned'")
+        limit = getattr(self.model, "context_length", None)
+        if limit is not None and config.max_new_tokens >= limit:
+            raise ValueError(f"max_new_tokens={config.max_new_tokens} does not fit the model's "
+                             f"context of {limit} tokens (prompt included)")
         request = GenerationRequest(prompts, n, label=label)
         stored = {**config.as_params(), "n": n, **(params or {})}
         if not self.local:
             stored["endpoint"] = self.model.endpoint
-
-        callback = on_sample
-
-        def on_sample(slot: int, c) -> None:  # on the model's (or the remote) thread
-            record = SampleRecord(text=c.text, prompt=c.prompt, token_ids=c.token_ids or None,
-                                  model=self.model_name, adapter_step=c.adapter_step,
-                                  params=stored, truncated=c.truncated)
-            # A server returns no token ids: None, not [], so training tokenises the text.
-            sample = Sample(self.store.add_samples([record])[0], c.prompt, c.text,
-                            self.model_name, c.adapter_step, c.truncated)
-            request.samples[slot] = sample
-            if request.first_token_at is None:
-                request.first_token_at = time.monotonic()
-            if callback is not None:
-                callback(slot, sample)
-            self._emit("samples", [sample])
-            self._emit("generated", Generated(request.id, slot, sample))
-            self._emit("generation", request)
-
-        def on_partial(slot: int, text: str) -> None:
-            if request.first_token_at is None:
-                request.first_token_at = time.monotonic()
-            self._emit("partial", Partial(request.id, slot, request.prompt_of(slot), text))
-
-        def run(job):
-            request.started_at, request.state = time.monotonic(), "running"
-            self._emit("generation", request)
-            if self.local:
-                return self.model.stream(job, prompts, n, config, on_sample=on_sample,
-                                         on_partial=on_partial, contender=contender)
-            for slot, c in enumerate(c for batch in self.model.complete(prompts, n, config,
-                                                                        progress=False) for c in batch):
-                job.check()
-                on_sample(slot, c)
-
-        def finished(future) -> None:
-            from ._worker import Cancelled
-
-            error = None if future.cancelled() else future.exception()
-            state = ("cancelled" if future.cancelled() or isinstance(error, (Cancelled, KeyboardInterrupt))
-                     else "failed" if error is not None else "done")
-            request.finish(state, error if state == "failed" else None)
-            self._emit("generation", request)
-
         worker = self.model.worker if self.local else self._remote_worker
-        request.job = worker.submit(run, name=f"generate-{request.id}")
-        request.job.future.add_done_callback(finished)
+        start_request(request, worker=worker, source=self.model, store=self.store,
+                      emit=self._emit, config=config, contender=contender, params=stored,
+                      on_sample=on_sample)
         return request
 
     def generate(self, prompts: str | Sequence[str], n: int = 4, *,
@@ -260,10 +187,8 @@ class Session:
 
     # -- judgements ----------------------------------------------------------------------------
     def _record(self, sample_id: Any, kind: str, value: Any, annotator: str | None) -> Event:
-        if isinstance(sample_id, bool) or not hasattr(sample_id, "__index__"):
-            raise ValueError(f"sample_id must be an integer id, got {sample_id!r}")
         who = self.annotator if annotator is None else check_annotator(annotator)
-        event = self.store.record(int(sample_id), kind, value, who)
+        event = self.store.record(sample_id, kind, value, who)  # checks ids, values, samples
         self._emit("judgement", event)
         return event
 
@@ -289,12 +214,7 @@ class Session:
         on the same pair (either order) replaces the earlier choice.
         """
         _check_choice(choice)
-        for name, sid in (("sample_a", sample_a), ("sample_b", sample_b)):
-            if isinstance(sid, bool) or not hasattr(sid, "__index__"):
-                raise ValueError(f"{name} must be an integer id, got {sid!r}")
-        if int(sample_a) == int(sample_b):
-            raise ValueError(f"a preference needs two different samples, got {sample_a} twice")
-        value = {"other": int(sample_b), "choice": choice, "reason": reason}
+        value = {"other": sample_b, "choice": choice, "reason": reason}
         return self._record(sample_a, "preference", value, annotator)
 
     def record_ab_vote(self, test, index: int, choice: str, *, reason: str | None = None,
@@ -513,21 +433,9 @@ class Session:
         self.model.call(lambda: self.model.load_adapter(path), name="load adapter")
 
     def _resume(self) -> None:
-        """Continue from the latest complete, finite checkpoint recorded in the store."""
-        from .adapters import NonFiniteAdapter
+        from .adapters import resume_latest
 
-        df = self.store.checkpoints()
-        for path in reversed(df["path"].tolist() if not df.empty else []):
-            if not (Path(path) / "adapter_config.json").is_file():
-                continue
-            try:
-                self.load_adapter(path)
-            except NonFiniteAdapter:
-                print(f"lf_widgets: skipping checkpoint {path}: its weights are not finite")
-                continue
-            print(f"lf_widgets: resuming from checkpoint {path} (adapter step "
-                  f"{self.adapter_step}); Session(resume=False) starts from the base model")
-            return
+        resume_latest(self.model, self.store.checkpoints())
 
     # -- import / export -----------------------------------------------------------------------
     def import_csv(self, path: str | os.PathLike, *, annotator: str | None = None, **options) -> int:

@@ -61,91 +61,9 @@ class Event:
     created_at: float
 
 
-# Numbered migrations: index i upgrades user_version i -> i+1. Append, never edit.
-_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE prompts (
-        id INTEGER PRIMARY KEY,
-        text TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE samples (
-        id INTEGER PRIMARY KEY,
-        prompt_id INTEGER REFERENCES prompts(id),
-        text TEXT NOT NULL,
-        token_ids TEXT,
-        model TEXT,
-        adapter_step INTEGER,
-        params TEXT NOT NULL DEFAULT '{}',
-        source TEXT NOT NULL DEFAULT 'generated',
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX samples_prompt ON samples(prompt_id);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        sample_id INTEGER REFERENCES samples(id),
-        kind TEXT NOT NULL CHECK (kind IN
-            ('rating', 'critique', 'correction', 'preference', 'ab_vote', 'undo')),
-        value TEXT,
-        annotator TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        undoes INTEGER REFERENCES events(id)
-    );
-    CREATE INDEX events_sample ON events(sample_id, annotator);
-    CREATE INDEX events_undoes ON events(undoes);
-    CREATE TABLE checkpoints (
-        id INTEGER PRIMARY KEY,
-        step INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        objective TEXT,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE train_steps (
-        id INTEGER PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        step INTEGER NOT NULL,
-        objective TEXT NOT NULL,
-        loss REAL,
-        metrics TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL
-    );
-    """,
-    # 2: the one "current judgement" rule, as a view. Every judgement names its subject (what it
-    # judges): a sample for ratings, critiques and corrections; an unordered pair of samples for
-    # a preference (the same pair shown later as (B, A) replaces it); an A/B test's item for a
-    # vote. The current judgement of a subject by an annotator is the latest of each kind that
-    # no undo cancelled: a changed vote replaces the earlier one, and undoing it brings the
-    # earlier one back. Samples cut off at max_new_tokens are marked (no end-of-turn token).
-    """
-    ALTER TABLE events ADD COLUMN subject TEXT;
-    UPDATE events SET subject = CASE
-        WHEN kind IN ('rating', 'critique', 'correction') THEN 's:' || sample_id
-        WHEN kind = 'preference' THEN 'p:' || min(sample_id, json_extract(value, '$.other'))
-                                      || ':' || max(sample_id, json_extract(value, '$.other'))
-        WHEN kind = 'ab_vote' THEN 'ab:' || json_extract(value, '$.test')
-                                   || ':' || json_extract(value, '$.item')
-        END
-        WHERE kind != 'undo';
-    CREATE INDEX events_subject ON events(subject, annotator, kind);
-    CREATE VIEW current_events AS
-        SELECT e.* FROM events e
-        WHERE e.kind != 'undo'
-          AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.id)
-          AND NOT EXISTS (
-              SELECT 1 FROM events later
-              WHERE later.subject = e.subject AND later.annotator = e.annotator
-                AND later.kind = e.kind AND later.id > e.id
-                AND NOT EXISTS (SELECT 1 FROM events u2 WHERE u2.undoes = later.id));
-    ALTER TABLE samples ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 3: find a sample by its prompt and text in O(log n) (imports de-duplicate samples this
-    # way; without it each lookup scanned the table, so an import took quadratic time). The
-    # index holds the texts a second time; a hash column would be smaller, but SQLite has no
-    # built-in hash to fill it for rows that add_samples (or any other writer) inserts.
-    """
-    CREATE INDEX samples_prompt_text ON samples(prompt_id, text);
-    """,
-]
+from ._judgements import check_annotator, check_id, check_value as _check_value, subject_of
+from ._migrations import MIGRATIONS as _MIGRATIONS, split_sql as _split_sql
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -323,6 +241,12 @@ class FeedbackStore:
             raise ValueError(f"kind must be one of {EVENT_KINDS[:-1]}, got {kind!r}")
         value = _check_value(kind, value)
         annotator = check_annotator(annotator)
+        if sample_id is not None:
+            sample_id = check_id(sample_id, "sample_id")
+        if kind in ("preference", "ab_vote"):
+            value["other"] = check_id(value.get("other"), "the other sample")
+            if value["other"] == sample_id:
+                raise ValueError(f"a {kind} needs two different samples, got {sample_id} twice")
         with self.atomic():
             if sample_id is not None:
                 self._require_samples([sample_id], "sample_id")
@@ -528,41 +452,3 @@ def _event(row: sqlite3.Row) -> Event:
     value = None if row["value"] is None else json.loads(row["value"])
     return Event(row["id"], row["sample_id"], row["kind"], value, row["annotator"],
                  row["created_at"])
-
-
-def subject_of(kind: str, sample_id: int | None, value: Any) -> str:
-    """What a judgement judges (the key of the current-judgement rule; see migration 2)."""
-    if kind == "preference":
-        a, b = sorted((int(sample_id), int(value["other"])))
-        return f"p:{a}:{b}"
-    if kind == "ab_vote":
-        return f"ab:{value['test']}:{value['item']}"
-    return f"s:{sample_id}"
-
-
-def check_annotator(annotator: Any) -> str:
-    """``annotator`` stripped, or a ValueError: it must be a non-empty, non-blank string."""
-    if not isinstance(annotator, str) or not annotator.strip():
-        raise ValueError(f"annotator must be a non-empty name, got {annotator!r}")
-    return annotator.strip()
-
-
-def _check_value(kind: str, value: Any) -> Any:
-    """``value`` as stored (numpy integers become ints), or a ValueError saying what is wrong."""
-    if kind == "rating":
-        # bools and fractions are not ratings; numpy integers (from DataFrames) are
-        if isinstance(value, bool) or not hasattr(value, "__index__") or not 1 <= int(value) <= 5:
-            raise ValueError(f"rating must be an integer from 1 to 5, got {value!r}")
-        return int(value)
-    if kind in ("critique", "correction"):
-        if not isinstance(value, str):
-            raise ValueError(f"{kind} must be a string, got {type(value).__name__}")
-        return value
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{kind} value must be a dict, got {type(value).__name__}")
-    return dict(value)
-
-
-def _split_sql(script: str) -> list[str]:
-    # executescript() would COMMIT our transaction; our migrations hold no ';' inside strings.
-    return [s.strip() for s in script.split(";") if s.strip()]

@@ -152,7 +152,11 @@ def test_compare_streams_pairs(session):
     assert panel.ready == 2 and panel.choose("b") and panel.judged == 1
 
 
-def test_changed_vote_and_preference_count_once(session):
+def test_changed_vote_and_preference_count_once(fresh):
+    from lf_widgets.trainer import TrainConfig
+
+    session = fresh
+    session.model.call(lambda: session.model.ensure_adapter(TrainConfig()))  # a "tuned" contender
     panel = session.ab_test(["x", "y"], n=2, display=False, max_new_tokens=3, seed=0)
     panel._test.wait()
     assert panel.ready == panel.total == 4
