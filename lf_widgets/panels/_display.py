@@ -11,8 +11,10 @@ from __future__ import annotations
 __all__ = ["DisplayOnce"]
 
 
+
 class DisplayOnce:
-    """Mixin for widgets: the first display shows the widget, later ones show nothing."""
+    """Mixin for panels: the first display shows the widget, later ones show nothing; closing
+    it also unsubscribes the listeners it keeps in ``_unsubscribe``."""
 
     shown = False  # set on the first display
 
@@ -25,3 +27,13 @@ class DisplayOnce:
         bundle = self._repr_mimebundle_()
         if bundle:
             display(bundle, raw=True)
+
+    def close(self) -> None:
+        """Stop listening to the session (``self._unsubscribe``), then close the widgets."""
+        for unsubscribe in getattr(self, "_unsubscribe", []):
+            try:
+                unsubscribe()
+            except ValueError:  # already removed
+                pass
+        self._unsubscribe = []
+        super().close()

@@ -206,12 +206,3 @@ class PairPanel(DisplayOnce, widgets.VBox):
 
     def prev(self) -> None:
         self.index = max(self.index - 1, 0)
-
-    def close(self) -> None:
-        for unsubscribe in getattr(self, "_unsubscribe", []):
-            try:
-                unsubscribe()
-            except ValueError:
-                pass
-        self._unsubscribe = []
-        super().close()

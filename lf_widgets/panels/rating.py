@@ -387,12 +387,3 @@ class RatingPanel(DisplayOnce, widgets.VBox):
     def prev(self) -> None:
         """Show the previous prompt."""
         self.index = max(self.index - 1, 0)
-
-    def close(self) -> None:
-        for unsubscribe in getattr(self, "_unsubscribe", []):
-            try:
-                unsubscribe()
-            except ValueError:
-                pass
-        self._unsubscribe = []
-        super().close()
