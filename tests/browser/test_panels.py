@@ -57,7 +57,7 @@ def test_rating_click_lands_in_sqlite_and_html_is_inert(open_notebook, tmp_path)
                       message="the rating row in SQLite")
     assert rows(db, "SELECT sample_id, kind, value, annotator FROM events") == [
         (1, "rating", "4", "browser")]
-    page.locator("div.widget-label", has_text="✓ saved rating 4").first.wait_for()
+    page.locator(".widget-html-content", has_text="✓ saved rating 4").first.wait_for()
     shown = page.locator(".widget-html-content", has_text="onerror").first
     assert PAYLOAD in shown.inner_text()  # shown as text ...
     assert "pwned" not in page.lfw.title_history()  # ... and never run
