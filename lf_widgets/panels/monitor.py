@@ -3,15 +3,24 @@
 A thin view. The Session emits ``"step"`` (:class:`~lf_widgets.metrics.StepMetrics`) and
 ``"train_state"`` (:class:`~lf_widgets.metrics.TrainState`) events from the training thread; the
 monitor's listeners only append the record to a buffer under a lock. :meth:`TrainingMonitor.flush`
-draws the buffer in one plotly ``batch_update()`` (one message to the browser), at most once per
-``throttle_s``: an event that arrives sooner arms a single ``threading.Timer``, so the last points
-always appear and no asyncio loop is needed (tests run without a kernel).
+draws the buffer at most once per ``throttle_s``: an event that arrives sooner arms a single
+``threading.Timer``, so the last points always appear and no asyncio loop is needed (tests run
+without a kernel).
+
+What the page shows is widget *state*, never one-off messages, so a view created while the kernel
+is busy, or after a page reload, shows every point drawn so far: the curves are a plotly figure
+put whole into an ``ipywidgets.Output`` (see :mod:`lf_widgets.panels._chart` for why not plotly's
+FigureWidget), the text is ``HTML`` with every piece escaped and kept from MathJax.
+
+Front ends: JupyterLab 4 and Notebook 7 (tested in Chromium; the curves are drawn by the plotly
+extension that plotly installs). VS Code renders the Output widget and plotly's mimetype itself
+(not tested here). Elsewhere (e.g. Colab) the buttons and status work and the curves need
+plotly's mimetype renderer.
 """
 
 from __future__ import annotations
 
 import contextlib
-import html
 import logging
 import math
 import threading
@@ -20,64 +29,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 import traitlets
-from plotly.subplots import make_subplots
 
 from ..metrics import StepMetrics, TrainState
+from ._chart import LossChart
+from ._display import DisplayOnce
+from ._run_status import ACTIVE, RunTally, finite, progress_line
 from ._text import escaped_html
 
 __all__ = ["TrainingMonitor"]
 
 log = logging.getLogger(__name__)
 
-# Each curve: (objective, field of StepMetrics.as_row(), legend name, subplot (row, col),
-# on the secondary y axis). "loss" of every objective shares the first subplot.
-CURVES = (
-    ("sft", "loss", "SFT loss", (1, 1), False),
-    ("dpo", "loss", "DPO loss", (1, 1), False),
-    ("kto", "loss", "KTO loss", (1, 1), False),
-    ("sft", "target_logp", "log p(target)", (1, 2), False),
-    ("dpo", "reward_margin", "reward margin", (2, 1), False),
-    ("dpo", "pair_accuracy", "pair accuracy", (2, 1), True),  # 0..1, own axis on the right
-    ("kto", "desirable_reward", "desirable reward", (2, 2), False),
-    ("kto", "undesirable_reward", "undesirable reward", (2, 2), False),
-    ("kto", "kl", "KL estimate", (2, 2), False),
-)
-TITLES = ("loss (all objectives)", "SFT: log p(target)", "DPO: reward margin · pair accuracy",
-          "KTO: rewards · KL")
-SKIPPED = ("skipped", "loss")  # key of the red-x trace marking skipped steps
-ACTIVE = {"starting", "running", "paused", "stopping"}  # a run exists: Start is off
 
-
-def _finite(value: Any) -> float | None:
-    """``value`` as a float, or None when missing or non-finite (never plot NaN / inf)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _clock(seconds: float) -> str:
-    """mm:ss (h:mm:ss past an hour); ``--:--`` when unknown."""
-    if _finite(seconds) is None or seconds < 0:
-        return "--:--"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
-def _figure() -> go.FigureWidget:
-    fig = make_subplots(rows=2, cols=2, subplot_titles=TITLES, vertical_spacing=0.14,
-                        specs=[[{}, {}], [{"secondary_y": True}, {}]])
-    fig.update_layout(height=520, margin=dict(l=40, r=40, t=40, b=30), uirevision="keep",
-                      legend=dict(orientation="h", y=-0.16))
-    fig.update_xaxes(title_text="step", row=2)
-    return go.FigureWidget(fig)
-
-
-class TrainingMonitor(widgets.VBox):
+class TrainingMonitor(DisplayOnce, widgets.VBox):
     """Live curves, progress and controls for the training runs of a Session.
 
     Parameters
@@ -86,7 +51,8 @@ class TrainingMonitor(widgets.VBox):
         Emits ``"step"`` and ``"train_state"`` events; Start / Pause / Resume / Stop call its
         ``train(**train_kwargs)``, ``pause_training()``, ``resume_training()`` and
         ``stop_training()``. If it has ``training_history()`` (a DataFrame with the columns of
-        ``StepMetrics.as_row()``), the earlier steps are drawn at once.
+        ``StepMetrics.as_row()``), the earlier steps are drawn at once; if it has ``training``
+        (the current or last run), the monitor starts from that run's state.
     throttle_s : float
         Draw at most once per this many seconds, however fast steps arrive.
     **train_kwargs
@@ -100,6 +66,7 @@ class TrainingMonitor(widgets.VBox):
     step = traitlets.Int(0, help="Global adapter step of the latest drawn step.")
     points = traitlets.Int(0, help="Steps drawn so far, skipped ones included (as red x).")
     skipped = traitlets.Int(0, help="Steps skipped for a non-finite loss or gradient.")
+    progress = traitlets.Unicode("no steps yet", help="The line beside the progress bar.")
     throttle_s = traitlets.Float(0.25, help="Minimum seconds between two redraws.")
 
     def __init__(self, session, *, throttle_s: float = 0.25, **train_kwargs):
@@ -112,21 +79,17 @@ class TrainingMonitor(widgets.VBox):
         self._last_flush = -math.inf
         self._closed = False
         self._seen: set[tuple[str, int]] = set()  # (run_id, step) drawn: history + live overlap
-        self._series: dict[tuple[str, str], tuple[list, list]] = {}  # curve -> (x, y)
-        self._skip_notes: list[str] = []  # hover text of the red-x markers
-        self._last_loss = 0.0  # where a skipped step's marker goes
+        self._tally: RunTally | None = None  # the current run, or the last one
+        self._step_running = True  # False while "stopping" comes from "paused"
         self._last_skip = ""  # "step k: note" of the latest skipped step
         self._news = ""  # latest non-skip note of a step
         self._error = ""  # a verb that failed, shown until the next state change
 
-        self.figure = _figure()
-        self._traces: dict[tuple[str, str], int] = {}  # curve -> index in figure.data
-        for objective, field, name, (row, col), secondary in CURVES:
-            self._add_trace((objective, field), name, row, col, secondary)
-        self._add_trace(SKIPPED, "skipped step", 1, 1, False,
-                        mode="markers", marker=dict(symbol="x", color="red", size=9))
-        self._progress_bar = widgets.IntProgress(min=0, max=1, value=0)
-        self._progress = widgets.Label(value="no steps yet")
+        self._chart = LossChart()
+        self.figure = self._chart.figure  # the drawn figure (a plotly go.Figure)
+        self._progress_bar = widgets.IntProgress(min=0, max=1, value=0,
+                                                 layout=widgets.Layout(width="160px"))
+        self._progress = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
         self._status = widgets.HTML()
         self._start = widgets.Button(description="Start", icon="play", tooltip="start a run")
         self._pause = widgets.Button(description="Pause", icon="pause", tooltip="pause the run")
@@ -134,23 +97,23 @@ class TrainingMonitor(widgets.VBox):
         super().__init__([
             widgets.HBox([self._start, self._pause, self._stop, self._progress_bar,
                           self._progress]),
-            self._status, self.figure,
+            self._status, self._chart.view,
         ])
         self._start.on_click(lambda _: self.start())
-        self._pause.on_click(lambda _: self.resume() if self.state == "paused" else self.pause())
+        self._pause.on_click(lambda _: self.resume() if self.state in ("paused", "pausing")
+                             else self.pause())
         self._stop.on_click(lambda _: self.stop())
         self.throttle_s = throttle_s
-        self._unsubscribe = [session.on("step", self._on_event),
-                             session.on("train_state", self._on_event)]
-        self._load_history()
+        with self._draw_lock:  # a step the training thread sends meanwhile waits for the past
+            self._unsubscribe = [session.on("step", self._on_event),
+                                 session.on("train_state", self._on_event)]
+            self._load_history()
+            self._adopt_current_run()
+        self.flush()
+        self._last_flush = -math.inf  # the first live step is drawn at once
+        self._chart.render()  # the empty chart, titles and axes, before the first step
+        self._render_progress()
         self._render_controls()
-
-    def _add_trace(self, key, name, row, col, secondary, **style) -> None:
-        style = style or dict(mode="lines+markers", marker=dict(size=4))
-        self.figure.add_trace(go.Scatter(x=[], y=[], name=name, **style), row=row, col=col,
-                              secondary_y=secondary)
-        self._traces[key] = len(self.figure.data) - 1
-        self._series[key] = ([], [])
 
     # -- events (training thread) --------------------------------------------------------------
     def _on_event(self, record: StepMetrics | TrainState) -> None:
@@ -176,102 +139,90 @@ class TrainingMonitor(widgets.VBox):
 
     # -- drawing -------------------------------------------------------------------------------
     def flush(self) -> int:
-        """Draw every buffered record now (one ``batch_update``); returns how many there were."""
+        """Draw every buffered record now; returns how many there were."""
         with self._draw_lock:
             with self._lock:
                 records, self._pending = self._pending, []
                 self._last_flush = time.monotonic()
                 if self._closed or not records:
                     return 0
-            last_step = None
             for record in records:
                 if isinstance(record, TrainState):
                     self._apply_state(record)
                 else:
-                    last_step = self._add_row(record.as_row()) or last_step
-            self._draw()
-            if last_step is not None:
-                self._show_progress(last_step)
+                    self._add_row(record.as_row())
+            self._chart.render()
+            self._render_progress()
             self._render_status()
             return len(records)
 
-    def _add_row(self, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Append one step (an ``as_row()`` dict) to the plain lists; None if already drawn."""
+    def _add_row(self, row: Mapping[str, Any]) -> bool:
+        """Count and chart one step (an ``as_row()`` dict); False if it was drawn already."""
         run_id, step = str(row.get("run_id", "")), int(row["step"])
         if (run_id, step) in self._seen:
-            return None
+            return False
         self._seen.add((run_id, step))
-        objective = str(row.get("objective") or "")
-        if (objective, "loss") not in self._traces:  # an objective this panel does not know yet
-            self._add_trace((objective, "loss"), f"{objective.upper()} loss", 1, 1, False)
-        for key, (xs, ys) in self._series.items():
-            value = _finite(row.get(key[1])) if key[0] == objective and key != SKIPPED else None
-            if value is not None:  # NaN / missing values are left out, never drawn as breaks
-                xs.append(step)
-                ys.append(value)
-        loss = _finite(row.get("loss"))
-        self._last_loss = self._last_loss if loss is None else loss
-        if bool(row.get("skipped")) or loss is None:
-            note = str(row.get("note") or "non-finite loss")
-            xs, ys = self._series[SKIPPED]
-            xs.append(step)
-            ys.append(self._last_loss)  # the red x sits at the last finite loss (0 if none yet)
-            # hover text: plotly reads a few tags in it, so escape (it shows entities as text)
-            self._skip_notes.append(html.escape(f"step {step} skipped: {note}"))
-            self._last_skip = f"step {step}: {note}"
+        if self._tally is None or self._tally.run_id != run_id:
+            self._tally = RunTally(run_id)
+        self._tally.add(row)
+        self._chart.add(row)
+        if bool(row.get("skipped")) or finite(row.get("loss")) is None:
+            self._last_skip = f"step {step}: {row.get('note') or 'non-finite loss'}"
             self.skipped += 1
         elif row.get("note"):
             self._news = f"step {step}: {row['note']}"
         self.points += 1
         self.step, self.run_id = step, run_id
-        if objective:
-            self.objective = objective
-        return row
-
-    def _draw(self) -> None:
-        with self.figure.batch_update():
-            for key, (xs, ys) in self._series.items():
-                trace = self.figure.data[self._traces[key]]
-                if len(trace.x or ()) != len(xs):
-                    trace.x, trace.y = list(xs), list(ys)
-            self.figure.data[self._traces[SKIPPED]].hovertext = list(self._skip_notes)
-
-    def _show_progress(self, row: Mapping[str, Any]) -> None:
-        total, done = max(int(row.get("total_steps") or 0), 1), int(row.get("run_step") or 0)
-        self._progress_bar.max = total
-        self._progress_bar.value = min(done, total)
-        speed = _finite(row.get("tokens_per_s")) or 0.0
-        self._progress.value = (f"step {done} of {total} · ETA {_clock(row.get('eta_s'))} · "
-                                f"{speed:,.0f} tokens/s")
+        if row.get("objective"):
+            self.objective = str(row["objective"])
+        return True
 
     def _apply_state(self, record: TrainState) -> None:
-        if record.state == "starting" and record.run_id != self.run_id:
-            self._progress_bar.value = 0
-            self._progress.value = "starting…"
-        same_run = record.run_id == self.run_id
+        new_run = record.run_id != self.run_id
+        if new_run or self._tally is None or self._tally.run_id != record.run_id:
+            self._tally = RunTally(record.run_id, record.objective or "")
+            self._news = ""
+        self._step_running = not (record.state == "stopping" and self.state == "paused")
         self.run_id = record.run_id
         if record.objective:
             self.objective = record.objective
-        self.reason = record.reason or (self.reason if same_run else "")  # "paused" says no why
+        # The trainer's reason is why this objective (starting / running) or the error (failed);
+        # in other states it describes the state, which the progress line already says.
+        if record.state in ("starting", "running"):
+            self.reason = record.reason or ("" if new_run else self.reason)
+        elif record.state == "failed":
+            self.reason = record.reason
         self._error = ""
         self.state = record.state
+
+    def _render_progress(self) -> None:
+        tally = self._tally
+        if tally is not None and tally.total:
+            self._progress_bar.max = tally.total
+            self._progress_bar.value = min(tally.taken, tally.total)
+        if self.state == "starting" or tally is None:
+            self._progress_bar.value = 0
+        self.progress = progress_line(self.state, tally, step_running=self._step_running)
+        self._progress.value = escaped_html(self.progress, tag="span")
 
     # -- status and buttons --------------------------------------------------------------------
     @traitlets.observe("state")
     def _state_changed(self, change) -> None:
+        self._render_progress()
         self._render_controls()
 
     def _render_controls(self) -> None:
-        paused = self.state == "paused"
+        resumable = self.state in ("paused", "pausing")
         self._start.disabled = self.state in ACTIVE
-        self._pause.disabled = self.state not in {"running", "paused"}
-        self._pause.description = "Resume" if paused else "Pause"
-        self._pause.icon = "play" if paused else "pause"
-        self._stop.disabled = self.state not in {"starting", "running", "paused"}
+        self._pause.disabled = self.state not in {"running", "pausing", "paused"}
+        self._pause.description = "Resume" if resumable else "Pause"
+        self._pause.icon = "play" if resumable else "pause"
+        self._stop.disabled = self.state not in {"starting", "running", "pausing", "paused"}
         self._render_status()
 
     def _render_status(self) -> None:
-        # Reasons, notes and error messages are untrusted text: every piece is escaped.
+        # Reasons, notes and error messages are untrusted text: every piece is escaped, and
+        # kept from MathJax (escaped_html), so it shows literally.
         head = self.state + (f" · objective {self.objective}" if self.objective else "")
         parts = [escaped_html(head, style="font-weight:bold")]
         if self.reason:
@@ -298,7 +249,7 @@ class TrainingMonitor(widgets.VBox):
     def start(self):
         """Start a run: ``session.train(**train_kwargs)``; returns what it returns."""
         self.flush()  # an old run's last state must not overwrite "starting" later
-        previous, self.state = self.state, "starting"
+        previous, self.state = self.state, "starting"  # the old run's "step 8 of 8" goes now
         try:
             return self._call("start", "train", **self.train_kwargs)
         except Exception:
@@ -307,7 +258,7 @@ class TrainingMonitor(widgets.VBox):
 
     def pause(self) -> None:
         """Pause the run after its current step (``session.pause_training()``)."""
-        self._pause.disabled = True  # until the "paused" state arrives
+        self._pause.disabled = True  # until the "pausing" / "paused" state arrives
         self._call("pause", "pause_training")
 
     def resume(self) -> None:
@@ -318,7 +269,7 @@ class TrainingMonitor(widgets.VBox):
     def stop(self) -> None:
         """Stop the run after its current step (``session.stop_training()``)."""
         self._stop.disabled = self._pause.disabled = True  # until "stopped" / "done" arrives
-        self._call("stop", "stop_training")
+        self._call("stop", "stop_training", wait=False)
 
     # -- history and lifetime ------------------------------------------------------------------
     def _load_history(self) -> None:
@@ -333,13 +284,20 @@ class TrainingMonitor(widgets.VBox):
             log.warning("could not load the training history: %s", err)
             self._error = f"✗ could not load earlier steps: {err}"
             return
-        with self._draw_lock:
-            last = None
-            for row in sorted(rows, key=lambda r: int(r["step"])):
-                last = self._add_row(row) or last
-            self._draw()
-            if last is not None:
-                self._show_progress(last)
+        for row in sorted(rows, key=lambda r: int(r["step"])):
+            self._add_row(row)
+
+    def _adopt_current_run(self) -> None:
+        """Start from the state of the session's current or last run, if it has one: a monitor
+        made after ``train()`` says "running" (or "done"), not "idle"."""
+        run = getattr(self._session, "training", None)
+        state, run_id = getattr(run, "state", None), getattr(run, "run_id", None)
+        if not isinstance(state, str) or not isinstance(run_id, str):
+            return
+        snapshot = TrainState(run_id, state, getattr(run, "objective", None),
+                              str(getattr(run, "reason", "") or ""))
+        with self._lock:  # before any event that came in since we subscribed: those are newer
+            self._pending.insert(0, snapshot)
 
     def close(self) -> None:
         """Stop listening to the session, cancel a pending redraw, close the widgets."""
@@ -355,7 +313,6 @@ class TrainingMonitor(widgets.VBox):
             except ValueError:  # already removed
                 pass
         self._unsubscribe = []
-        if hasattr(self, "figure"):
-            self.figure.close()
+        if hasattr(self, "_chart"):
+            self._chart.close()
         super().close()
-
