@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_file", "atomic_folder", "clean_stale", "FILE_MODE", "FOLDER_MODE"]
+__all__ = ["atomic_file", "atomic_folder", "clean_stale", "clean_stale_in", "FILE_MODE",
+           "FOLDER_MODE"]
 
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700
@@ -44,7 +45,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     ...     frame.to_csv(tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
     fd, name = tempfile.mkstemp(prefix=_TMP.format(name=path.name) + f"{os.getpid()}-",
                                 dir=path.parent)
     os.close(fd)  # mkstemp made it 0600 already
@@ -65,7 +66,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     (two renames: a reader never sees a missing folder for longer than between them).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
     clean_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=_TMP.format(name=path.name) + f"{os.getpid()}-",
                                 dir=path.parent))
@@ -106,6 +107,18 @@ def clean_stale(path: str | os.PathLike, *, older_than_s: float = STALE_AFTER_S)
             else:
                 tmp.unlink(missing_ok=True)
             removed.append(tmp)
+    return removed
+
+
+def clean_stale_in(folder: str | os.PathLike, *, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """:func:`clean_stale` for every temporary in ``folder`` (e.g. checkpoints a kill left)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for tmp in folder.glob(".*.tmp-*"):
+        name = tmp.name[1:tmp.name.index(".tmp-")]
+        removed += clean_stale(folder / name, older_than_s=older_than_s)
     return removed
 
 

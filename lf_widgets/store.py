@@ -113,16 +113,9 @@ class FeedbackStore:
             self._uri = Path(self.path).as_uri()
         try:
             self._migrate()
-        except sqlite3.OperationalError as err:
+        except TimeoutError:
             self.close()
-            # primary result code: SQLITE_BUSY_RECOVERY and friends are busy too
-            if getattr(err, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY,
-                                                                   sqlite3.SQLITE_LOCKED):
-                raise
-            raise TimeoutError(
-                f"the feedback log {self.path} is busy: another process held its write lock for "
-                f"more than timeout={self._timeout:g} s. Try again when that process is done, or "
-                "open it with a longer FeedbackStore(..., timeout=...).") from err
+            raise
 
     # -- connections ---------------------------------------------------------------------------
     @property
@@ -171,7 +164,17 @@ class FeedbackStore:
             if conn.in_transaction:  # nested: the outer block owns the commit
                 yield conn
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # waits up to timeout for other writers
+            except sqlite3.OperationalError as err:
+                # primary result code: SQLITE_BUSY_RECOVERY and friends are busy too
+                if getattr(err, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY,
+                                                                       sqlite3.SQLITE_LOCKED):
+                    raise
+                raise TimeoutError(
+                    f"the feedback log {self.path} is busy: another process held its write lock "
+                    f"for more than timeout={self._timeout:g} s. Try again when that process is "
+                    "done, or open it with a longer FeedbackStore(..., timeout=...).") from err
             try:
                 yield conn
             except BaseException:
@@ -218,9 +221,15 @@ class FeedbackStore:
 
     def find_sample(self, text: str, prompt: str | None) -> int | None:
         """Id of the oldest sample with exactly this text and prompt, or None."""
-        row = self.conn.execute(
-            "SELECT s.id FROM samples s LEFT JOIN prompts p ON p.id = s.prompt_id "
-            "WHERE s.text = ? AND p.text IS ? ORDER BY s.id LIMIT 1", (text, prompt)).fetchone()
+        prompt_id = None
+        if prompt is not None:
+            found = self.conn.execute("SELECT id FROM prompts WHERE text = ?", (prompt,)).fetchone()
+            if found is None:
+                return None
+            prompt_id = found[0]
+        row = self.conn.execute(  # samples(prompt_id, text) is indexed (migration 3)
+            "SELECT id FROM samples WHERE prompt_id IS ? AND text = ? ORDER BY id LIMIT 1",
+            (prompt_id, text)).fetchone()
         return None if row is None else row[0]
 
     def record(self, sample_id: int | None, kind: str, value: Any, annotator: str) -> Event:

@@ -310,6 +310,10 @@ def prepare_run(owner, store, emit, config: TrainConfig, checkpoint_dir: Path | 
     """
     from .data import choose_objective
 
+    if checkpoint_dir is not None:
+        from ._files import clean_stale_in
+
+        clean_stale_in(checkpoint_dir)  # half-written checkpoints a killed kernel left behind
     # on the model's thread, like every use of the tokenizer (HF tokenizers are not thread-safe)
     data = owner.call(lambda: training_data(store, owner.tokenizer, config), name="examples")
     objective, reason = choose_objective(data, config.objective)

@@ -159,3 +159,22 @@ def test_feedback_columns(store):
         "sample_id", "prompt", "text", "annotator", "rating", "critique", "correction",
         "judged_at", "model", "adapter_step", "source"]
     assert isinstance(store.feedback(), pd.DataFrame)
+
+
+def test_a_write_blocked_past_the_timeout_says_so(tmp_path):
+    import sqlite3
+
+    from lf_widgets.store import FeedbackStore
+
+    path = tmp_path / "busy.sqlite"
+    FeedbackStore(path).close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    store = FeedbackStore(path, timeout=0.2)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        with pytest.raises(TimeoutError, match="busy"):
+            store.add_prompt("x")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        store.close()

@@ -481,3 +481,24 @@ def test_kto_reference_rows_are_all_cached_after_one_epoch(fresh):
     on_thread(fresh, epochs)
     # matched rows and the fixed KL partners: each computed once, in the first epoch
     assert misses[0] <= 2 * len(pool) and misses[1] == misses[2] == misses[0]
+
+
+def test_checkpoints_are_private_and_stale_temporaries_are_cleaned(fresh, tmp_path):
+    import os
+    import stat
+
+    rated(fresh)
+    folder = fresh.checkpoint_dir
+    folder.mkdir(mode=0o755)
+    stale = folder / ".step-000007.tmp-999999-abcd"  # a kernel killed while writing (pid gone)
+    stale.mkdir()
+    (stale / "adapter_model.safetensors").write_bytes(b"half")
+    fresh.train("dpo", steps=2, lr=1e-2, checkpoint_every=1).wait(WAIT)
+    assert not stale.exists()
+    [*checkpoints] = fresh.store.checkpoints().path.tolist()
+    assert checkpoints
+    for path in checkpoints:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        for f in os.listdir(path):
+            assert stat.S_IMODE(os.stat(os.path.join(path, f)).st_mode) == 0o600, f
+    assert not [p for p in folder.iterdir() if ".tmp-" in p.name]
