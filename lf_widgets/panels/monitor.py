@@ -91,9 +91,13 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
                                                  layout=widgets.Layout(width="160px"))
         self._progress = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
         self._status = widgets.HTML()
-        self._start = widgets.Button(description="Start", icon="play", tooltip="start a run")
-        self._pause = widgets.Button(description="Pause", icon="pause", tooltip="pause the run")
-        self._stop = widgets.Button(description="Stop", icon="stop", tooltip="stop the run")
+        narrow = dict(layout=widgets.Layout(width="104px"))  # room for the progress line
+        self._start = widgets.Button(description="Start", icon="play", tooltip="start a run",
+                                     **narrow)
+        self._pause = widgets.Button(description="Pause", icon="pause", tooltip="pause the run",
+                                     **narrow)
+        self._stop = widgets.Button(description="Stop", icon="stop", tooltip="stop the run",
+                                    **narrow)
         super().__init__([
             widgets.HBox([self._start, self._pause, self._stop, self._progress_bar,
                           self._progress]),

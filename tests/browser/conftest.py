@@ -751,3 +751,28 @@ def pytest_terminal_summary(terminalreporter):
                     f"{app}: {len(times)} notebook(s); open + kernel ready (s) "
                     + ", ".join(f"{t[1]:.1f}" for t in times)
                     + "; run all cells (s) " + ", ".join(f"{t[2]:.1f}" for t in times))
+
+
+# --------------------------------------------------------------------------------------------
+# Artifacts: screenshots a person can look at after the run (git-ignored)
+# --------------------------------------------------------------------------------------------
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture
+def save_artifact():
+    """Returns ``save_artifact(page, name, locator=None) -> Path``: a PNG of the whole page, or
+    of one element (``locator``), written to ``tests/browser/artifacts/<name>.png`` (kept after
+    the run, unlike failure screenshots, so a person can look at what the browser showed)."""
+
+    def _save(page, name: str, locator=None) -> Path:
+        path = ARTIFACTS / f"{_safe_stem(name)}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if locator is not None:
+            locator.screenshot(path=str(path))
+        else:
+            page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return _save
