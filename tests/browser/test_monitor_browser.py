@@ -173,6 +173,11 @@ def test_points_grow_during_a_run_started_by_clicking_start(open_notebook, tmp_p
     page.lfw.wait_for(lambda: loss_points(page) == taken, timeout_s=30,
                       message=f"all {taken} stored steps on the page")
     assert progress_text(page).startswith(f"stopped · {taken} of 40 steps · DPO")
+    # a reload builds new views from the kernel's widget state: every point is in it
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.reload()
+    page.lfw.wait_for(lambda: loss_points(page) == taken, timeout_s=90,
+                      message=f"all {taken} points after a page reload (got {plots(page)})")
 
 
 def test_quickstart_shape_shows_exactly_one_monitor(open_notebook, tmp_path):
