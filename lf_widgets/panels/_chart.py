@@ -13,7 +13,7 @@ Here the whole figure is plain widget state: each redraw puts it, as plotly's
 ``application/vnd.plotly.v1+json`` bundle, into an ``ipywidgets.Output``'s ``outputs``. Output is
 a core widget (no JavaScript to load through the kernel), and any view — created late, or after
 a reload — renders what is there now. The bundle is drawn by plotly's JupyterLab extension
-(installed with plotly: JupyterLab 4 and Notebook 7; VS Code renders the mimetype itself).
+(installed with plotly; JupyterLab 4 and Notebook 7 use it).
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ is busy, or after a page reload, shows every point drawn so far: the curves are 
 put whole into an ``ipywidgets.Output`` (see :mod:`lf_widgets.panels._chart` for why not plotly's
 FigureWidget), the text is ``HTML`` with every piece escaped and kept from MathJax.
 
-Front ends: JupyterLab 4 and Notebook 7 (tested in Chromium; the curves are drawn by the plotly
-extension that plotly installs). VS Code renders the Output widget and plotly's mimetype itself
-(not tested here). Elsewhere (e.g. Colab) the buttons and status work and the curves need
-plotly's mimetype renderer.
+Front ends: JupyterLab 4 and Notebook 7 — tested in Chromium (tests/browser); the curves are
+drawn by the JupyterLab extension that the plotly package installs. VS Code and Colab: not
+tested. Both run ipywidgets, so buttons and status should work; the curves need plotly's
+mimetype rendered inside an Output widget, which VS Code has failed to do before
+(microsoft/vscode-jupyter#5871) and Colab does not do (it shows plotly as HTML).
 """
 
 from __future__ import annotations
