@@ -89,6 +89,36 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX samples_prompt_text ON samples(prompt_id, text);
     """,
+    # 4: teams. A work plan (``assignments``: which annotator judges which item; an item is a
+    # subject key as in migration 2 — s:<sample>, p:<a>:<b> — or q:<prompt> for every sample of
+    # a prompt; ``recheck`` rows re-show an item the annotator judged, to measure intra-rater
+    # consistency) and a reviewer's settled judgements (``adjudications``; the latest per
+    # subject and kind is in force, see the view). Both append-only like events.
+    """
+    CREATE TABLE assignments (
+        id INTEGER PRIMARY KEY,
+        plan TEXT NOT NULL,
+        item TEXT NOT NULL,
+        annotator TEXT NOT NULL,
+        recheck INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX assignments_annotator ON assignments(annotator, item);
+    CREATE TABLE adjudications (
+        id INTEGER PRIMARY KEY,
+        subject TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('rating', 'preference')),
+        value TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        note TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX adjudications_subject ON adjudications(subject, kind);
+    CREATE VIEW current_adjudications AS
+        SELECT a.* FROM adjudications a
+        WHERE NOT EXISTS (SELECT 1 FROM adjudications later WHERE later.subject = a.subject
+                          AND later.kind = a.kind AND later.id > a.id);
+    """,
 ]
 
 

@@ -1,4 +1,8 @@
-"""The feedback log on its own: events, current judgements, undo, threads, migrations."""
+"""The feedback log on its own: events, current judgements, undo, threads, migrations.
+
+Tests taking the ``store`` fixture run against both backends: SQLite and a real PostgreSQL
+server the tests start themselves (tests/postgres.py; skipped with a hint where the server
+binaries are missing, failed in CI)."""
 
 import os
 import sqlite3
@@ -11,8 +15,28 @@ import pytest
 from lf_widgets.store import SCHEMA_VERSION, FeedbackStore, SampleRecord
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    from tests.postgres import Cluster
+
+    c = Cluster()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = FeedbackStore(tmp_path / "fb.sqlite")
+    else:
+        pg = request.getfixturevalue("cluster")
+        s = FeedbackStore(pg.url(pg.new_database()))
+    yield s
+    s.close()
+
+
 @pytest.fixture
-def store(tmp_path):
+def sqlite_store(tmp_path):
     s = FeedbackStore(tmp_path / "fb.sqlite")
     yield s
     s.close()
@@ -23,7 +47,8 @@ def two_samples(store):
                               SampleRecord("second", prompt="p", adapter_step=7)])
 
 
-def test_file_is_private_and_in_wal_mode(store):
+def test_file_is_private_and_in_wal_mode(sqlite_store):
+    store = sqlite_store
     mode = stat.S_IMODE(os.stat(store.path).st_mode)
     assert mode == 0o600
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -178,3 +203,28 @@ def test_a_write_blocked_past_the_timeout_says_so(tmp_path):
         blocker.execute("ROLLBACK")
         blocker.close()
         store.close()
+
+
+def test_checkpoints_training_history_and_team_tables(store):
+    a, b = two_samples(store)
+    store.log_step("run1", 1, "sft", 0.5, {"lr": 0.1})
+    store.add_checkpoint(1, "/tmp/ck1", "sft")
+    assert store.train_steps()[["run_id", "step", "loss", "lr"]].values.tolist() == [
+        ["run1", 1, 0.5, 0.1]]
+    assert store.checkpoints()["path"].tolist() == ["/tmp/ck1"]
+    assert store.add_assignments("plan1", [(f"s:{a}", "ann", False), (f"s:{b}", "bob", True)]) == 2
+    assert store.assignments()[["item", "annotator", "recheck"]].values.tolist() == [
+        [f"s:{a}", "ann", False], [f"s:{b}", "bob", True]]
+    store.adjudicate(f"s:{a}", "rating", 2, "rev")
+    store.adjudicate(f"s:{a}", "rating", 5, "rev")  # the later one is in force
+    assert store.adjudications()[["subject", "value", "reviewer"]].values.tolist() == [
+        [f"s:{a}", 5, "rev"]]
+
+
+def test_long_texts_and_sample_lookup(store):
+    long = "x" * 10_000  # longer than a PostgreSQL B-tree entry may be
+    [a] = store.add_samples([SampleRecord(long, prompt=long)])
+    [b] = store.add_samples([SampleRecord("free", prompt=None)])
+    assert store.find_sample(long, long) == a and store.find_sample("free", None) == b
+    assert store.find_sample(long, None) is None and store.find_sample("free", "p") is None
+    assert store.add_prompt(long) == store.add_prompt(long)
