@@ -9,6 +9,10 @@ Samples without a prompt (imports) are never paired by rating: nothing says they
 question. A correction → SFT target, DPO pair (correction ≻ original) and KTO desirable. A
 preference "a"/"b" → DPO pair; "tie" and "both_bad" give none and are counted.
 
+Several judges of a pair: the majority's choice (ties left out; a draw is "no majority"). A
+reviewer's adjudication goes first: **adjudication > mean of ratings**, **adjudication >
+majority**; what it decided has the source "adjudicated" (counted in the cleaning summary).
+
 Judgements are read only through :meth:`FeedbackStore.current_events` (the store's one
 "current judgement" rule: the latest of each kind per subject and annotator that no undo
 cancelled), so a changed vote replaces the earlier one and an undone one counts for nothing.
@@ -256,26 +260,31 @@ def text_examples(store, *, min_good: float = 4, max_bad: float = 2,
     out = TextExamples(min_good=min_good, max_bad=max_bad)
     c = _Collector(samples, truncated_targets, out)
     by_kind = {k: list(g.itertuples(index=False)) for k, g in events.groupby("kind", sort=False)}
-    _from_ratings(c, by_kind.get("rating", []))
+    settled = {(a.kind, a.subject): a.value for a in store.adjudications().itertuples()}
+    _from_ratings(c, by_kind.get("rating", []), settled)
     _from_corrections(c, by_kind.get("correction", []))
-    _from_preferences(c, by_kind.get("preference", []))
+    _from_preferences(c, by_kind.get("preference", []), settled)
     out.annotators, out.critiques = _provenance(events)
     return out
 
 
-def _from_ratings(c: _Collector, events: list) -> None:
+def _from_ratings(c: _Collector, events: list, settled: dict) -> None:
     ratings: dict[int, list[int]] = defaultdict(list)  # sample → its annotators' current ratings
     for e in events:
         ratings[int(e.sample_id)].append(e.value)
-    means = {sid: statistics.fmean(values) for sid, values in sorted(ratings.items())}
+    means = {sid: statistics.fmean(values) for sid, values in ratings.items()}
+    decided = {int(subject[2:]): value for (kind, subject), value in settled.items()
+               if kind == "rating" and int(subject[2:]) in c.samples}
+    means = dict(sorted({**means, **decided}.items()))  # adjudication > mean of ratings
     by_prompt: dict[str, list[int]] = defaultdict(list)
     for sid, mean in means.items():
         prompt, answer = c.prompt(sid), c.answer(sid)
+        source = "adjudicated" if sid in decided else "rating"
         if mean >= c.out.min_good:
-            c.add_single(prompt, answer, "rating")
-            c.add_single(prompt, answer, "rating", desirable=True)
+            c.add_single(prompt, answer, source)
+            c.add_single(prompt, answer, source, desirable=True)
         elif mean <= c.out.max_bad:
-            c.add_single(prompt, answer, "rating", desirable=False)
+            c.add_single(prompt, answer, source, desirable=False)
         if isinstance(c.samples[sid].prompt, str):
             by_prompt[prompt].append(sid)
     for prompt, sids in by_prompt.items():  # all pairs: 4 samples of a prompt give up to 6
@@ -296,7 +305,8 @@ def _from_corrections(c: _Collector, events: list) -> None:
         c.add_single(prompt, fixed, "correction", desirable=True)
 
 
-def _from_preferences(c: _Collector, events: list) -> None:
+def _from_preferences(c: _Collector, events: list, settled: dict) -> None:
+    votes: dict[tuple[int, int], Counter] = defaultdict(Counter)  # pair → winner → judges
     for e in events:  # one per unordered pair and annotator: the view's rule
         a = int(e.sample_id)
         value = e.value if isinstance(e.value, Mapping) else {}
@@ -308,8 +318,22 @@ def _from_preferences(c: _Collector, events: list) -> None:
         elif c.prompt(a) != c.prompt(other):
             c.drop("dpo", "different prompts")
         else:
-            win, lose = (a, other) if choice == "a" else (other, a)
-            c.add_pair(c.prompt(a), c.answer(win), c.answer(lose), "preference")
+            votes[tuple(sorted((a, other)))][a if choice == "a" else other] += 1
+    for (kind, subject), value in settled.items():  # adjudication > majority
+        pair = tuple(int(x) for x in subject.split(":")[1:])
+        if kind == "preference" and pair[0] in c.samples and pair[1] in c.samples:
+            votes.pop(pair, None)
+            if value.get("winner") in pair:
+                win = value["winner"]
+                c.add_pair(c.prompt(win), c.answer(win), c.answer(sum(pair) - win), "adjudicated")
+            else:
+                c.out.unpaired["adjudicated tie"] += 1
+    for (x, y), counts in votes.items():
+        if counts[x] == counts[y]:
+            c.drop("dpo", "no majority")
+        else:
+            win, lose = (x, y) if counts[x] > counts[y] else (y, x)
+            c.add_pair(c.prompt(win), c.answer(win), c.answer(lose), "preference")
 
 
 def _provenance(events: pd.DataFrame) -> tuple[dict, dict]:

@@ -48,9 +48,12 @@ class Session:
         model for tests; a local folder or hub id; an already loaded ``(model, tokenizer)``; or a
         :class:`~lf_widgets.remote.RemoteChatModel` (samples from an OpenAI-compatible server).
     store : str, Path or FeedbackStore
-        The feedback log; a path is created if missing (mode 0600).
+        The feedback log; a path is created if missing (mode 0600). A
+        ``"postgresql://user@host/db"`` URL opens a team's shared log (README, "Working as a
+        team").
     annotator : str, optional
-        Who is judging; defaults to ``$JUPYTERHUB_USER``, then ``$USER``.
+        Who is judging; defaults to ``$JUPYTERHUB_USER``, then ``$USER`` (on PostgreSQL: the
+        connected role, the name the server records).
     device, dtype : optional
         Override the automatic choice (CUDA + bf16 when present, else CPU fp32).
     adapter : str or Path, optional
@@ -79,6 +82,8 @@ class Session:
                 LocalModel(*model) if isinstance(model, tuple)
                 else LocalModel.load(model, device=device, dtype=dtype))
         self.store = store if isinstance(store, FeedbackStore) else FeedbackStore(store)
+        if annotator is None and getattr(self.store, "role", None):  # PostgreSQL: the server
+            self.annotator = self.store.role  # stamps each event with the connected role
         if adapter is not None:
             self.load_adapter(adapter)
         elif resume and self.local:
@@ -362,6 +367,8 @@ class Session:
         """Where automatic checkpoints go: ``<store>_checkpoints/`` beside the log (None in memory)."""
         if self.store.path == ":memory:":
             return None
+        if hasattr(self.store, "checkpoint_root"):  # a shared log on a server: a local folder
+            return self.store.checkpoint_root
         path = Path(self.store.path)
         return path.with_name(path.stem + "_checkpoints")
 
@@ -436,6 +443,59 @@ class Session:
         from .adapters import resume_latest
 
         resume_latest(self.model, self.store.checkpoints())
+
+    # -- teams -----------------------------------------------------------------------------------
+    # Thin verbs over lf_widgets.team (work plans, progress, disagreements), lf_widgets.agreement
+    # and the queue / team / review panels.
+    def assign(self, items, annotators: Sequence[str], *, overlap: int = 2,
+               seed: int | None = None, recheck: float = 0.0) -> pd.DataFrame:
+        """Write a work plan: each item (sample, pair of samples or prompt) to ``overlap``
+        annotators, balanced; see :func:`lf_widgets.team.assign`. Returns the plan."""
+        from .team import assign
+
+        return assign(self.store, items, annotators, overlap=overlap, seed=seed,
+                      recheck=recheck)
+
+    def progress(self):
+        """The team's progress on its work plan (:class:`lf_widgets.team.Progress`)."""
+        from .team import progress
+
+        return progress(self.store)
+
+    def queue(self, *, display: bool = True, seed: int | None = None):
+        """This annotator's pending items first (their own work plan), with "k of m done" for
+        them and the team (:class:`~lf_widgets.panels.queue.QueuePanel`)."""
+        from .panels.queue import QueuePanel
+
+        return self._show(QueuePanel(self, seed=seed), display)
+
+    def agreement(self, *, n_boot: int = 1000, seed: int | None = 0) -> pd.DataFrame:
+        """Inter-annotator agreement per kind, metric and annotator pair, with bootstrap
+        intervals; see :func:`lf_widgets.agreement.agreement`."""
+        from .agreement import agreement
+
+        return agreement(self.store, n_boot=n_boot, seed=seed)
+
+    def team(self, *, display: bool = True, n_boot: int = 200):
+        """Per-annotator progress and a heatmap of pairwise agreement
+        (:class:`~lf_widgets.panels.team.TeamPanel`)."""
+        from .panels.team import TeamPanel
+
+        return self._show(TeamPanel(self, n_boot=n_boot), display)
+
+    def review(self, *, spread: int = 2, display: bool = True):
+        """Items whose judges disagree, every judgement shown, for a reviewer to settle
+        (:class:`~lf_widgets.panels.review.ReviewPanel`)."""
+        from .panels.review import ReviewPanel
+
+        return self._show(ReviewPanel(self, spread=spread), display)
+
+    def adjudicate(self, item, value, *, note: str | None = None) -> int:
+        """Settle an item: a rating 1–5 for a sample, or the winning sample id (or "tie") for a
+        pair. It goes before the judges' own (adjudication > mean of ratings, > majority)."""
+        from .team import adjudicate
+
+        return adjudicate(self.store, item, value, self.annotator, note=note)
 
     # -- import / export -----------------------------------------------------------------------
     def import_csv(self, path: str | os.PathLike, *, annotator: str | None = None, **options) -> int:

@@ -177,12 +177,16 @@ def test_latest_preference_per_pair_and_annotator_wins_in_either_order(store, to
     assert (pair.chosen_sample_id, pair.rejected_sample_id) == (b, a)
 
 
-def test_preferences_of_two_annotators_count_once_each(store, tok):
+def test_preferences_of_several_annotators_give_the_majority_pair(store, tok):
     a, b = add(store, token_ids=(10, END)), add(store, token_ids=(11, END))
     prefer(store, a, b, "a", "ann")
     prefer(store, a, b, "b", "bob")
+    data = build_examples(store, tok)  # one each way: no majority, no pair
+    assert data.pairs == [] and data.dropped == Counter({"no majority": 1})
+    prefer(store, b, a, "b", "cy")  # shown the other way round: a again
+    prefer(store, a, b, "tie", "dee")  # a tie is left out of the majority
     data = build_examples(store, tok)
-    assert [(p.chosen_sample_id, p.rejected_sample_id) for p in data.pairs] == [(a, b), (b, a)]
+    assert [(p.chosen_sample_id, p.rejected_sample_id) for p in data.pairs] == [(a, b)]
 
 
 def test_invalid_or_cross_prompt_preferences_are_dropped(store, tok):
