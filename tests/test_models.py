@@ -218,3 +218,76 @@ def test_model_tag_forms():
 def test_cli_without_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "prepare-model" in capsys.readouterr().out
+
+
+@pytest.fixture
+def torch_threads(monkeypatch):
+    """torch's thread count as a plain variable (the real one is process-wide); torch's default
+    on this fake machine is 16, and nothing was chosen or said yet in this process."""
+    state = {"n": 16}
+    monkeypatch.setattr(torch, "get_num_threads", lambda: state["n"])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: state.update(n=n))
+    monkeypatch.setattr(models, "_torch_default_threads", lambda: {16})
+    monkeypatch.setattr(models, "_threads_chosen", None)
+    monkeypatch.setattr(models, "_threads_said", False)
+    for var in models.THREAD_ENV:
+        monkeypatch.delenv(var, raising=False)
+    return state
+
+
+def test_threads_capped_to_the_floor_of_the_cpu_budget_and_said_once(torch_threads, capsys):
+    assert models.fit_torch_threads(1.5) == 1 == torch_threads["n"]
+    said = capsys.readouterr().out
+    assert "torch uses 1 thread(s), not 16" in said and "1.5 CPU(s)" in said
+    assert models.fit_torch_threads(1.5) == 1  # a second model: our own choice, kept quietly
+    assert capsys.readouterr().out == ""
+    assert models.fit_torch_threads(0.5) == 1  # never 0 threads
+
+
+def test_threads_left_alone_within_the_budget(torch_threads, capsys):
+    assert models.fit_torch_threads(16.0) == 16
+    assert models.fit_torch_threads(24.0) == 16  # more CPUs than threads: never raised
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("how", ["env", "call"])
+def test_a_users_thread_choice_is_kept(torch_threads, monkeypatch, capsys, how):
+    if how == "env":
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")
+        torch_threads["n"] = 4
+    else:  # torch.set_num_threads(3) before loading: not torch's default
+        torch_threads["n"] = 3
+    assert models.fit_torch_threads(2.0) == torch_threads["n"]
+    assert ("OMP_NUM_THREADS=4" if how == "env" else "torch.set_num_threads(3)") in capsys.readouterr().out
+
+
+def test_load_model_sizes_the_threads_from_the_cgroup_quota(torch_threads, monkeypatch, tmp_path):
+    proc, root = tmp_path / "cgroup", tmp_path / "sys"
+    proc.write_text("0::/binder/pod\n")
+    (root / "binder" / "pod").mkdir(parents=True)
+    (root / "binder" / "pod" / "cpu.max").write_text("200000 100000\n")  # 2 CPUs
+    from lf_widgets import _memory
+
+    real = _memory.cpu_limit
+    monkeypatch.setattr(_memory, "cpu_limit", lambda: real(proc_cgroup=proc, cgroup_root=root,
+                                                           affinity=set(range(16))))
+    load_model("tiny")
+    assert torch_threads["n"] == 2
+
+
+def test_the_models_thread_runs_with_the_fitted_count():
+    # torch applies set_num_threads to other threads when they first run an op: the worker
+    # thread of a model loaded afterwards must see the count chosen at load.
+    import threading
+
+    before = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(1)
+        t = threading.Thread(target=lambda: (torch.ones(8, 8) @ torch.ones(8, 8),
+                                             seen.append(torch.get_num_threads())))
+        t.start()
+        t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
