@@ -1,11 +1,17 @@
 """Keyboard shortcuts for a panel: a tiny anywidget that forwards the keys a panel declares.
 
-The component finds its panel's root element (the closest ``.lfw-panel``), listens for keydown
-there, and sends each declared key to Python. It also marks the root with
-``data-lm-suppress-shortcuts``: JupyterLab resolves a key by walking up from the focused element
-and stops at that attribute, so pressing ``a`` on a focused panel button votes "A" instead of
-inserting a notebook cell. Keys typed into text fields (critique, correction) are left alone.
-Where custom widgets cannot run, the panels still work by mouse: every key has a button.
+The component finds its panel's root element (the closest ``.lfw-panel``) and makes it
+focusable. It **takes the focus when the panel appears** (unless the person is typing in an
+editor or a text field at that moment: their keystrokes must not turn into ratings), and a click
+anywhere in the cell's output gives it back. It shows whether keys are active: "keys active",
+"typing: keys go to the text (Esc: back to keys)" or "click the panel to use keys".
+
+Keys pressed while the focus is in the panel never reach JupyterLab's command shortcuts: the
+root carries ``data-lm-suppress-shortcuts``, and Lumino, which resolves a key by walking up from
+the focused element, stops at that attribute; so ``4`` rates instead of turning the next cell
+into a heading, and ``a`` votes "A" instead of inserting a cell. Keys typed into text fields
+(critique, correction) are left to the field. Where custom widgets cannot run, the panels still
+work by mouse: every key has a button.
 """
 
 from __future__ import annotations
@@ -15,47 +21,102 @@ from collections.abc import Callable
 import anywidget
 import traitlets
 
-__all__ = ["KeyListener", "PANEL_CLASS"]
+__all__ = ["KeyListener", "PANEL_CLASS", "ACTIVE", "INACTIVE", "TYPING"]
 
 PANEL_CLASS = "lfw-panel"  # panels add this CSS class so the listener can find its root
+# What the person reads next to the key list (and ``data-keys`` on the hint: active/inactive/typing).
+ACTIVE = "⌨ keys active"
+INACTIVE = "⌨ click the panel to use keys"
+TYPING = "⌨ typing: keys go to the text (Esc: back to keys)"
 
 _ESM = """
-function attach(el, model, tries) {
+const EDITABLE = 'textarea, input, select, [contenteditable="true"], [contenteditable=""]';
+const editing = (node) => !!(node && node.closest && node.closest(EDITABLE));
+const focus = (root) => root.focus({ preventScroll: true });  // never scroll the notebook away
+
+function attach(el, model, state, tries) {
   const root = el.closest('.%(panel)s');
   if (!root) {  // the view may not be in the page yet
-    if (tries < 100) setTimeout(() => attach(el, model, tries + 1), 50);
-    return () => {};
+    if (tries < 200) state.timer = setTimeout(() => attach(el, model, state, tries + 1), 50);
+    return;
   }
   root.setAttribute('data-lm-suppress-shortcuts', 'true');
   if (!root.hasAttribute('tabindex')) root.setAttribute('tabindex', '0');
   const onKey = (event) => {
-    const t = event.target;
-    if (t && t.closest && t.closest('textarea, input, select, [contenteditable="true"]')) return;
+    if (editing(event.target)) {
+      if (event.key === 'Escape') { event.stopPropagation(); focus(root); }
+      return;
+    }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (!model.get('bound_keys').includes(event.key)) return;
     event.preventDefault();
     event.stopPropagation();
     model.send({ key: event.key });
   };
-  root.addEventListener('keydown', onKey);
-  el._lfwCleanup = () => root.removeEventListener('keydown', onKey);
+  // focusout fires before the next element has the focus: look once it has settled.
+  const onFocus = () => setTimeout(() => state.show(root), 0);
+  // A click in the cell's output but outside the panel (its prompt, a margin) focuses the cell;
+  // the person meant the panel. Clicks inside reach the root by themselves (tabindex).
+  const area = root.closest('.jp-OutputArea') || root;
+  const onClick = (event) => {
+    if (!root.contains(event.target) && !editing(event.target)) setTimeout(() => focus(root), 0);
+  };
+  // Capture phase: ipywidgets' text fields stop every keydown from bubbling (Esc included).
+  root.addEventListener('keydown', onKey, true);
+  root.addEventListener('focusin', onFocus);
+  root.addEventListener('focusout', onFocus);
+  area.addEventListener('click', onClick);
+  state.cleanup.push(() => {
+    root.removeEventListener('keydown', onKey, true);
+    root.removeEventListener('focusin', onFocus);
+    root.removeEventListener('focusout', onFocus);
+    area.removeEventListener('click', onClick);
+  });
+  if (!editing(document.activeElement)) focus(root);  // the panel appears: keys go to it
+  state.show(root);
 }
+
 function render({ model, el }) {
   el.classList.add('lfw-keys');
+  const status = document.createElement('span');
   const hint = document.createElement('span');
-  hint.textContent = model.get('hint');  // textContent: never parsed as HTML
+  status.style.cssText = 'font-size: 0.85em; font-weight: bold; margin-right: 0.6em;';
   hint.style.cssText = 'font-size: 0.85em; color: #666;';
-  el.appendChild(hint);
+  hint.textContent = model.get('hint');  // textContent: never parsed as HTML
+  el.append(status, hint);
   model.on('change:hint', () => { hint.textContent = model.get('hint'); });
-  attach(el, model, 0);
-  return () => { if (el._lfwCleanup) el._lfwCleanup(); };
+  const state = {
+    cleanup: [], timer: null,
+    show(root) {
+      const now = document.activeElement;
+      const inside = !!now && root.contains(now);
+      const mode = !inside ? 'inactive' : editing(now) ? 'typing' : 'active';
+      el.dataset.keys = mode;
+      status.textContent = { active: %(active)s, typing: %(typing)s, inactive: %(inactive)s }[mode];
+      status.style.color = mode === 'active' ? '#2e7d32' : '#b26a00';
+    },
+  };
+  state.show(el);
+  attach(el, model, state, 0);
+  return () => { clearTimeout(state.timer); state.cleanup.forEach((f) => f()); };
 }
 export default { render };
-""" % {"panel": PANEL_CLASS}
+""" % {"panel": PANEL_CLASS, "active": repr(ACTIVE), "typing": repr(TYPING),
+       "inactive": repr(INACTIVE)}
 
 
 class KeyListener(anywidget.AnyWidget):
-    """Forwards the declared keys, pressed anywhere in the panel, to one Python callback."""
+    """Forwards the declared keys, pressed anywhere in the panel, to one Python callback.
+
+    Parameters
+    ----------
+    keys : list of str
+        ``KeyboardEvent.key`` values to forward (others are left to the browser).
+    hint : dict
+        Key (or key group) -> what it does, shown after the focus state: "1-5 rate".
+    on_key : callable
+        Called with the key, on the kernel's thread, for every declared key pressed.
+    """
 
     _esm = _ESM
     # (not "keys": Widget.keys already lists the synced trait names)
