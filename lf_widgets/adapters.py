@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,7 +41,9 @@ def wrap_lora(model, config):
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, task_type="CAUSAL_LM",
                       target_modules=targets if isinstance(targets, str) else list(targets))
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated; not ours
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def adapter_is_finite(model) -> bool:
@@ -79,7 +82,9 @@ def load_adapter(model, path: str | os.PathLike):
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{path} is not a PEFT adapter folder (no adapter_config.json)")
-    peft_model = PeftModel.from_pretrained(model, path, is_trainable=True)
+    with warnings.catch_warnings():  # the same peft read of a deprecated property as wrap_lora
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        peft_model = PeftModel.from_pretrained(model, path, is_trainable=True)
     if not adapter_is_finite(peft_model):
         peft_model.unload()  # leave the caller's model as it was (LoRA layers taken out again)
         raise NonFiniteAdapter(f"{path} holds non-finite adapter weights")
