@@ -102,13 +102,16 @@ class PgFeedbackStore(FeedbackStore):
 
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(
-                self._conninfo, autocommit=True, connect_timeout=max(1, round(self._timeout)),
-                options=f"-c lock_timeout={int(self._timeout * 1000)}"
-                        f" -c synchronous_commit={self._commit}")
+            conn = psycopg.connect(self._conninfo, autocommit=True,
+                                   connect_timeout=max(1, round(self._timeout)))
         except psycopg.OperationalError as err:  # libpq's message names no password
             raise ConnectionError(f"cannot open the feedback log {self.path}: "
                                   f"{str(err).strip()}") from None
+        # set here, not as the URL's "options": those stay the user's
+        conn.execute("SELECT set_config('lock_timeout', %s, false),"
+                     " set_config('synchronous_commit', %s, false)",
+                     (f"{int(self._timeout * 1000)}ms", self._commit))
+        return conn
 
     def close(self) -> None:
         """Close every connection this store opened, in any thread."""

@@ -11,10 +11,11 @@ import textwrap
 
 import pytest
 
-psycopg = pytest.importorskip("psycopg")
+import psycopg  # the test extra: a missing driver is an error, never a skip
 
-from lf_widgets.store import FeedbackStore, SampleRecord  # noqa: E402
-from lf_widgets.store_pg import PG_SCHEMA_VERSION, init_team  # noqa: E402
+from lf_widgets.io import import_feedback
+from lf_widgets.store import FeedbackStore, SampleRecord
+from lf_widgets.store_pg import PG_SCHEMA_VERSION, init_team
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,30 @@ def test_init_team_from_the_command_line(cluster, capsys):
     with FeedbackStore(cluster.url(db, "dan", "pw-dan")) as dan:
         [sid] = dan.add_samples([SampleRecord("a", prompt="p")])
         assert dan.record(sid, "rating", 3, "dan").annotator == "dan"
+
+
+def test_the_lead_imports_a_teams_file_once(cluster, tmp_path):
+    import pandas as pd
+
+    rows = pd.DataFrame({"prompt": ["q", "q", "r"], "text": ["x", "x", "y"],
+                         "annotator": ["ann", "bob", "ann"], "rating": [4, 2, 5],
+                         "critique": ["fine", None, None]})
+    with FeedbackStore(cluster.url(cluster.new_database())) as lead:
+        assert import_feedback(lead, rows) == 3
+        again = import_feedback(lead, rows)
+        assert again == 0 and again.already_present == 3
+        fb = lead.feedback().sort_values(["sample_id", "annotator"])
+        assert fb[["text", "annotator", "rating", "critique"]].values.tolist() == [
+            ["x", "ann", 4, "fine"], ["x", "bob", 2, None], ["y", "ann", 5, None]]
+
+
+def test_missing_server_binaries_skip_locally_and_fail_in_ci(monkeypatch):
+    from tests import postgres
+
+    monkeypatch.setattr(postgres, "find_bin", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run"):
+        postgres.require_binaries()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y postgresql"):
+        postgres.require_binaries()
