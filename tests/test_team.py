@@ -208,3 +208,24 @@ def test_a_session_on_postgresql_records_as_its_role(tiny):
             s.store.close()
     finally:
         cluster.stop()
+
+
+def test_ab_votes_get_kappa_and_a_pair_is_settled_in_the_review(session):
+    a, b, c, d = add_samples(session.store, 4, prompts=1)
+    store = session.store
+    for item, (x, y) in enumerate([("a", "a"), ("b", "b"), ("a", "tie"), ("b", "b")]):
+        for who, choice in (("ann", x), ("bob", y)):
+            store.record(a, "ab_vote", {"test": "t1", "item": item, "other": b,
+                                        "choice": choice}, who)
+    table = session.agreement(n_boot=50)
+    assert figure(table, "ab_vote", "percent_agreement", "ann, bob").value == 0.75
+    assert figure(table, "ab_vote", "cohen_kappa", "ann, bob").value == pytest.approx(
+        (0.75 - 0.5 * 0.25 - 0.5 * 0.5) / (1 - 0.5 * 0.25 - 0.5 * 0.5))
+    session.record_preference(c, d, "a", annotator="ann")
+    session.record_preference(d, c, "a", annotator="bob")  # the other way
+    panel = session.review(display=False)
+    assert panel.total == 1 and [b.description for b in panel.controls.children] == [
+        "A", "B", "tie"]
+    panel.choices["b"].click()  # B is the higher sample id: d
+    assert session.store.adjudications().value.tolist() == [{"winner": d}]
+    assert "adjudicated: B" in panel.body.children[0].value
