@@ -121,10 +121,20 @@ def votes_frame(store, test_id: str | None = None) -> pd.DataFrame:
                      "left_sample": e.sample_id, "right_sample": v["other"], "voted_at": e.created_at})
     columns = ["test", "item", "left", "right", "choice", "winner", "reason", "annotator",
                "left_sample", "right_sample", "voted_at"]
-    return pd.DataFrame(rows, columns=columns)
+    df = pd.DataFrame(rows, columns=columns)
+    texts = store.samples().set_index("sample_id")["text"] if rows else pd.Series(dtype=object)
+    df["left_text"] = df["left_sample"].map(texts)
+    df["right_text"] = df["right_sample"].map(texts)
+    return df
 
 
-def summarise(votes: pd.DataFrame, contenders: tuple[str, str]) -> ABResult:
-    """Win rate, Wilson interval and sign test of contender B against A (see evaluation)."""
+def summarise(votes: pd.DataFrame, contenders: tuple[str, str], notes=()) -> ABResult:
+    """Win rate, Wilson interval and sign test of contender B against A (see evaluation), with
+    the side, length and length-controlled checks (see ab_checks) and any ``notes``."""
+    from dataclasses import replace
+
+    from .ab_checks import ab_checks
+
     a, b = contenders
-    return ab_summary(votes["winner"].tolist(), a=a, b=b)
+    result = ab_summary(votes["winner"].tolist(), a=a, b=b)
+    return replace(result, checks=ab_checks(votes, a, b), notes=tuple(notes))

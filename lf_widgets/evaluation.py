@@ -114,6 +114,36 @@ class ABResult:
     ci_high: float
     p_value: float  # two-sided sign test, ties excluded
     alpha: float = 0.05  # conclusive when p_value < alpha
+    checks: object = None  # ab_checks.ABChecks: side bias, lengths, length-controlled rate
+    notes: tuple = ()  # warnings said with the result (e.g. prompts the adapter was trained on)
+
+    def report(self) -> list[str]:
+        """The sentence, then one line per check and note."""
+        lines = [self.sentence()]
+        if self.checks is not None:
+            lines += self.checks.lines(self.contender_b)
+        return lines + [f"⚠ {n}" for n in self.notes]
+
+    def table(self) -> pd.DataFrame:
+        """The counts and the rate as a one-row table."""
+        return pd.DataFrame([{"contender A": self.contender_a, "contender B": self.contender_b,
+                              f"{self.contender_a} wins": self.wins_a,
+                              f"{self.contender_b} wins": self.wins_b, "ties": self.ties,
+                              "both bad": self.both_bad,
+                              f"{self.contender_b} win rate": 1 - self.win_rate_a,
+                              "95% low": 1 - self.ci_high, "95% high": 1 - self.ci_low,
+                              "p (sign test)": self.p_value}])
+
+    def __repr__(self) -> str:
+        return "ABResult: " + "\n  ".join(self.report())
+
+    def _repr_html_(self) -> str:
+        import html
+
+        lines = "".join(f"<li>{html.escape(x)}</li>" for x in self.report()[1:])
+        return (f'<div class="tex2jax_ignore mathjax_ignore"><b>{html.escape(self.sentence())}'
+                f"</b><ul>{lines}</ul>{self.table().to_html(index=False, escape=True)}</div>"
+                ).replace("$", "&#36;")
 
     @property
     def decided(self) -> int:

@@ -47,7 +47,7 @@ class TrainState:
     """A change of the training run's state, emitted as the ``"train_state"`` event."""
 
     run_id: str
-    state: str  # "starting", "running", "paused", "stopping", "stopped", "done", "failed"
+    state: str  # "starting", "running", "pausing", "paused", "stopping", "stopped", "done", "failed"
     objective: str | None = None  # chosen objective, once known
     reason: str = ""  # why this objective (from choose_objective), or the error message
     step: int = 0  # global adapter step at this moment
