@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import queue
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class LocalModel:
         self.adapter_step: int | None = None  # LoRA updates applied so far (None: no adapter)
         self.adapter_path: Path | None = None  # folder the adapter was loaded from, if any
         self.reference_cache = ReferenceCache()  # the base is frozen: computed once per example
+        self.visits: Counter = Counter()  # example key -> steps of this adapter that trained on it
+        self.seen_events: set[int] = set()  # ids of the judgements this adapter was trained on
         self.worker = Worker(f"lf-torch-{self.tag}")
 
     @classmethod
@@ -195,4 +198,6 @@ class LocalModel:
         self._model.eval()
         self.adapter_step = meta.get("step") or 0
         self.adapter_path = Path(path)
+        self.visits = Counter(meta.get("visits") or {})
+        self.seen_events = set(meta.get("judgements", {}).get("ids") or [])
         return meta

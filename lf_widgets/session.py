@@ -250,8 +250,17 @@ class Session:
 
     @property
     def feedback(self) -> pd.DataFrame:
-        """Every sample with its current rating / critique / correction per annotator."""
-        return self.store.feedback()
+        """Every sample with its current rating / critique / correction per annotator, and
+        ``seen_by_adapter``: whether the adapter in use was trained on that judgement."""
+        df = self.store.feedback()
+        seen = self.model.seen_events if self.local else set()
+        if df.empty:
+            return df.assign(seen_by_adapter=pd.Series(dtype=bool))
+        current = self.store.current_events(kinds=["rating", "correction"])
+        trained = {(int(e.sample_id), e.annotator) for e in current.itertuples() if int(e.id) in seen}
+        df["seen_by_adapter"] = [(int(r.sample_id), r.annotator) in trained
+                                 for r in df[["sample_id", "annotator"]].itertuples(index=False)]
+        return df
 
     # -- panels --------------------------------------------------------------------------------
     def rate(self, prompts: str | Sequence[str] | None = None, n: int = 4, *, display: bool = True,
@@ -430,9 +439,42 @@ class Session:
 
     def save_adapter(self, path: str | os.PathLike) -> Path:
         """Save the LoRA adapter as a standard PEFT folder (safetensors, private); loadable with
-        ``PeftModel.from_pretrained`` or ``Session(adapter=path)``."""
+        ``PeftModel.from_pretrained`` or ``Session(adapter=path)``. Its ``lf_widgets.json``
+        records which judgements it was trained on (see :meth:`adapters`)."""
+        from .trainer import provenance
+
         self._require_local_model("save_adapter()")
-        return self.model.call(lambda: self.model.save_adapter(path, {}), name="save adapter")
+        meta = provenance(self.model, self.store)
+        return self.model.call(lambda: self.model.save_adapter(path, meta), name="save adapter")
+
+    def adapters(self) -> pd.DataFrame:
+        """The checkpoints in the log, with what each was trained on: ``judgements`` (how many),
+        ``stale`` (some of them were undone or replaced since) and ``current`` (the adapter in
+        use now was loaded from or saved as it)."""
+        from .adapters import read_meta
+        from .trainer import stale_judgements
+
+        df = self.store.checkpoints()
+        rows = []
+        for r in df.itertuples(index=False):
+            seen = set(read_meta(r.path).get("judgements", {}).get("ids") or []) \
+                if Path(r.path).is_dir() else set()
+            rows.append({"step": r.step, "path": r.path, "objective": r.objective,
+                         "judgements": len(seen), "stale": bool(stale_judgements(seen, self.store)),
+                         "current": self.local and self.adapter_step == r.step})
+        return pd.DataFrame(rows, columns=["step", "path", "objective", "judgements", "stale",
+                                           "current"])
+
+    def adapter_staleness(self) -> str:
+        """"" when the adapter in use learnt only from judgements still in force; else a warning
+        saying how many it learnt from were undone or changed since."""
+        from .trainer import stale_judgements
+
+        if not self.local or not self.model.seen_events:
+            return ""
+        stale = stale_judgements(self.model.seen_events, self.store)
+        return (f"the adapter learnt from {len(stale)} judgement(s) that were undone or changed "
+                "since: train again to follow the feedback as it is now") if stale else ""
 
     def load_adapter(self, path: str | os.PathLike) -> None:
         """Attach a saved adapter (replacing the current one) and continue from its step."""

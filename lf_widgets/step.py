@@ -83,11 +83,16 @@ def _dpo_pass(model, examples, pad_id, device, cache, config, kl=None) -> _Pass:
     keys = [_data.sequence_key(e.prompt_ids, e.chosen_ids) for e in examples] + \
            [_data.sequence_key(e.prompt_ids, e.rejected_ids) for e in examples]
     ref = cache.get(model, batch, keys)  # (2B,)
-    logps, _ = forward_logps(model, batch)  # (2B,)
+    logps, n_tokens = forward_logps(model, batch)  # (2B,), (2B,)
     out = dpo_loss(logps[:b], logps[b:], ref[:b], ref[b:], beta=config.beta)
-    return _Pass(out.losses.sum(), b, int(batch["attention_mask"].sum()),
+    chosen_per_token = logps[:b] / n_tokens[:b].clamp(min=1)  # (B,) its fall is a DPO failure
+    losses = out.losses
+    if config.nll_weight:  # RPO / TRL's rpo_alpha: keep the chosen answer likely, not only ahead
+        losses = losses - config.nll_weight * chosen_per_token
+    return _Pass(losses.sum(), b, int(batch["attention_mask"].sum()),
                  {"reward_margin": out.margins, "pair_accuracy": out.accuracies,
-                  "chosen_reward": out.chosen_rewards, "rejected_reward": out.rejected_rewards})
+                  "chosen_reward": out.chosen_rewards, "rejected_reward": out.rejected_rewards,
+                  "chosen_logp": chosen_per_token.detach()})
 
 
 def _kto_kl(model, examples, pad_id, device, cache) -> torch.Tensor:

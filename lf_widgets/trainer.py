@@ -50,6 +50,11 @@ class TrainConfig:
     checkpoint_every: int = 10  # automatic checkpoint every N steps (0: only at the end)
     holdout: float = 0.0  # share of examples kept out of training for session.evaluate()
     seed: int = 0  # batch order and LoRA initialisation
+    nll_weight: float = 0.0  # DPO: + weight × NLL of the chosen answer (TRL's rpo_alpha), so the
+    # chosen answer's own probability does not fall while it pulls ahead of the rejected one
+    max_epochs: float | None = 4.0  # an adapter sees each example at most this many times:
+    # more passes over a few pairs drive the loss to zero and undo what was learnt. None: no cap
+    exclude_ab_prompts: bool = True  # prompts of A/B tests stay out of training (they judge it)
 
     def __post_init__(self):
         if self.objective not in ("auto", "sft", "dpo", "kto"):
@@ -63,7 +68,7 @@ class TrainConfig:
 _INT_FIELDS = {"steps": 1, "batch_size": 1, "max_length": 2, "lora_r": 1, "refresh_every": 1,
                "checkpoint_every": 0, "seed": 0, "lora_alpha": 1}
 _FLOAT_FIELDS = {"lr": (0.0, False), "beta": (0.0, False), "max_grad_norm": (0.0, False),
-                 "lora_dropout": (0.0, True), "holdout": (0.0, True)}
+                 "lora_dropout": (0.0, True), "holdout": (0.0, True), "nll_weight": (0.0, True)}
 
 
 def _check_numbers(config: TrainConfig) -> None:
@@ -81,6 +86,10 @@ def _check_numbers(config: TrainConfig) -> None:
                              f"got {value!r}")
     if config.lora_dropout >= 1 or config.holdout >= 1:
         raise ValueError("lora_dropout and holdout must be below 1")
+    if config.max_epochs is not None and (isinstance(config.max_epochs, bool) or not isinstance(
+            config.max_epochs, (int, float)) or not config.max_epochs > 0
+            or not math.isfinite(config.max_epochs)):
+        raise ValueError(f"max_epochs must be None or a finite number > 0, got {config.max_epochs!r}")
     if config.pass_tokens is not None and (not hasattr(config.pass_tokens, "__index__")
                                            or config.pass_tokens < 0):
         raise ValueError(f"pass_tokens must be None, 0 or a positive integer, got {config.pass_tokens!r}")
@@ -100,10 +109,37 @@ def training_data(store, tokenizer, config: TrainConfig):
     from .data import build_examples, split_holdout
 
     data = build_examples(store, tokenizer, max_length=config.max_length)
+    if config.exclude_ab_prompts:
+        leave_out_ab_prompts(data, store)
     if config.holdout:
         for pool in ("sft", "pairs", "kto"):
             setattr(data, pool, split_holdout(getattr(data, pool), config.holdout)[0])
     return data
+
+
+AB_PROMPT = "prompt of an A/B test"  # drop reason in the cleaning summary
+
+
+def ab_prompts(store) -> set[str]:
+    """Prompts some A/B test was run on (their samples carry ``params["ab_test"]``)."""
+    df = store.samples()
+    if df.empty:
+        return set()
+    mine = df[df["params"].map(lambda p: bool(p.get("ab_test")))]
+    return {p for p in mine["prompt"] if isinstance(p, str)}
+
+
+def leave_out_ab_prompts(data, store) -> None:
+    """The leak guard: examples on prompts of A/B tests stay out of training (counted)."""
+    held = ab_prompts(store)
+    if not held:
+        return
+    for objective, pool in (("sft", "sft"), ("dpo", "pairs"), ("kto", "kto")):
+        kept = [e for e in getattr(data, pool) if e.prompt not in held]
+        dropped = len(getattr(data, pool)) - len(kept)
+        if dropped:
+            data.dropped_by[objective][AB_PROMPT] += dropped
+            setattr(data, pool, kept)
 
 
 class TrainingRun:
@@ -128,6 +164,8 @@ class TrainingRun:
         self._lock = threading.Lock()  # state changes from the cell and the model's thread
         self._optimizer = self._rng = None
         self._t_start = 0.0
+        self.planned_steps = config.steps  # fewer when the overfitting guard says so
+        self._events_noted = False  # provenance: judgement ids read once per data refresh
 
     def __repr__(self) -> str:
         return (f"TrainingRun({self.objective}, state={self.state!r}, "
@@ -196,7 +234,7 @@ class TrainingRun:
     # -- the loop, one step per job (the model's thread) ---------------------------------------
     def _step_job(self, job) -> None:
         try:
-            if self._stop.is_set() or len(self.metrics) >= self.config.steps:
+            if self._stop.is_set() or len(self.metrics) >= self.planned_steps:
                 return self._end("stopped" if self._stop.is_set() else "done")
             if self._pause.is_set():  # park: resume() queues the next step
                 return self._set_state("paused", f"after step {len(self.metrics)} of {self.config.steps}")
@@ -218,12 +256,19 @@ class TrainingRun:
         # New feedback joins the pool every refresh_every steps (from the next epoch of batches).
         if run_step > 1 and (run_step - 1) % cfg.refresh_every == 0:
             self._data, self._batches = training_data(self.store, owner.tokenizer, cfg), []
+            self._events_noted = False
         if not self._batches:
             from .batching import length_batches
 
             pool = getattr(self._data, _step.POOLS[self.objective])
+            if cfg.max_epochs is not None:  # the overfitting guard: no example beyond max_epochs
+                pool = [e for e in pool if owner.visits[e.key] < cfg.max_epochs]
+            if not pool:
+                self.planned_steps = len(self.metrics)
+                return
             self._batches = length_batches(pool, cfg.batch_size, seed=self._rng.randrange(2**31))
         examples = self._batches.pop()
+        self._note_seen(examples)
         t0 = time.perf_counter()
         model.train()
         try:
@@ -239,6 +284,16 @@ class TrainingRun:
         self._report(run_step, examples, result, time.perf_counter() - t0)
         if cfg.checkpoint_every and not result.skipped and owner.adapter_step % cfg.checkpoint_every == 0:
             self._checkpoint()
+
+    def _note_seen(self, examples) -> None:
+        """What this adapter learns from: example visits (overfitting guard) and the ids of the
+        judgements in force now (provenance: an undone one makes the adapter stale)."""
+        for e in examples:
+            self.owner.visits[e.key] += 1
+        if not self._events_noted:
+            current = self.store.current_events(kinds=PROVENANCE_KINDS)["id"]
+            self.owner.seen_events |= set(int(i) for i in current)
+            self._events_noted = True
 
     def _prepare(self) -> None:
         import torch
@@ -264,9 +319,10 @@ class TrainingRun:
             note = (f"⚠ diverging? this update moved the adapter by {result.update_ratio:.0%} of "
                     f"its size (lr={cfg.lr:g} may be too large)")
         m = StepMetrics(run_id=self.run_id, step=self.owner.adapter_step or 0, run_step=run_step,
-                        total_steps=cfg.steps, objective=self.objective, loss=result.loss,
+                        total_steps=self.planned_steps, objective=self.objective, loss=result.loss,
                         lr=cfg.lr, examples=len(examples), tokens=result.tokens, seconds=seconds,
-                        elapsed_s=elapsed, eta_s=elapsed / run_step * (cfg.steps - run_step),
+                        elapsed_s=elapsed,
+                        eta_s=elapsed / run_step * max(self.planned_steps - run_step, 0),
                         skipped=result.skipped, note=note,
                         extras={**result.extras, "grad_norm": result.grad_norm,
                                 "update_ratio": result.update_ratio})
@@ -296,11 +352,42 @@ class TrainingRun:
         path = self.checkpoint_dir / f"step-{step:06d}"
         try:
             self.owner.save_adapter(path, {"objective": self.objective, "run_id": self.run_id,
-                                           "config": asdict(self.config)})
+                                           "config": asdict(self.config),
+                                           **provenance(self.owner, self.store)})
         except NonFiniteAdapter:  # never written, never recorded, never resumed
             return
         self._last_checkpoint = step
         self.store.add_checkpoint(step, path, self.objective)
+
+
+PROVENANCE_KINDS = ("rating", "correction", "preference")  # what training reads
+
+
+def provenance(owner, store) -> dict:
+    """What an adapter was trained on, for its folder's metadata: the ids of the judgements
+    (their range, count and a SHA-256 of their content, so an edited log is noticed) and how
+    often each example was visited (the overfitting guard continues after a resume)."""
+    import hashlib
+    import json
+
+    ids = sorted(owner.seen_events)
+    events = store.events()
+    mine = events[events["id"].isin(ids)].sort_values("id")
+    content = json.dumps([[int(r.id), r.kind, r.value, r.annotator] for r in mine.itertuples()],
+                         ensure_ascii=False, sort_keys=True, default=str)
+    return {"judgements": {"ids": ids, "first_id": ids[0] if ids else None,
+                           "last_id": ids[-1] if ids else None, "count": len(ids),
+                           "sha256": hashlib.sha256(content.encode()).hexdigest()},
+            "visits": dict(owner.visits)}
+
+
+def stale_judgements(seen: set[int], store) -> set[int]:
+    """Of the judgements an adapter was trained on, those no longer in force (undone, or
+    replaced by a later judgement of the same kind): the adapter learnt from outdated feedback."""
+    if not seen:
+        return set()
+    current = set(int(i) for i in store.current_events(kinds=PROVENANCE_KINDS)["id"])
+    return set(seen) - current
 
 
 def prepare_run(owner, store, emit, config: TrainConfig, checkpoint_dir: Path | None) -> TrainingRun:
@@ -318,5 +405,35 @@ def prepare_run(owner, store, emit, config: TrainConfig, checkpoint_dir: Path | 
     data = owner.call(lambda: training_data(store, owner.tokenizer, config), name="examples")
     objective, reason = choose_objective(data, config.objective)
     owner.call(lambda: owner.ensure_adapter(config), name="attach adapter")
-    return TrainingRun(owner, store, emit, replace(config, objective=objective), data, reason,
-                       checkpoint_dir)
+    config = replace(config, objective=objective)
+    planned, why = step_budget(config, data, owner.visits)
+    run = TrainingRun(owner, store, emit, config, data, reason + why, checkpoint_dir)
+    run.planned_steps = planned
+    return run
+
+
+def step_budget(config: TrainConfig, data, visits) -> tuple[int, str]:
+    """How many of ``config.steps`` the overfitting guard allows, and why fewer (or "").
+
+    Each example may be trained on ``max_epochs`` times by one adapter: a pool of 2 pairs
+    trained for 8 steps of 4 would see each pair 16 times, drive the loss to zero and undo what
+    was learnt (seen: an opening phrase learnt to 100 % fell to 50 % after more rounds on the
+    same pairs). Rounds on unchanged feedback then train nothing.
+    """
+    from .step import POOLS
+
+    if config.max_epochs is None:
+        return config.steps, ""
+    pool = getattr(data, POOLS[config.objective])
+    left = sum(max(0.0, config.max_epochs - visits[e.key]) for e in pool)
+    per_step = max(min(config.batch_size, len(pool)), 1)  # a batch never repeats an example
+    planned = min(config.steps, math.ceil(left / per_step))
+    if planned >= config.steps:
+        return config.steps, ""
+    if planned == 0:
+        return 0, (f" Nothing to train: this adapter has seen each of the {len(pool)} examples "
+                   f"{config.max_epochs:g} times (max_epochs); more passes would overfit them. "
+                   "Add feedback, or raise max_epochs.")
+    return planned, (f" {planned} of {config.steps} steps: {len(pool)} examples × max_epochs="
+                     f"{config.max_epochs:g} allow no more (more passes over the same feedback "
+                     "overfit it); add feedback, or raise max_epochs.")

@@ -170,7 +170,7 @@ def test_ab_needs_an_adapter(session):
 
 
 def test_ab_generation_during_training_corrupts_nothing(trained):
-    run = trained.train("dpo", steps=10_000, lr=1e-3)
+    run = trained.train("dpo", steps=10_000, max_epochs=None, lr=1e-3)
     while len(run.metrics) < 2:
         time.sleep(0.01)
     panel = trained.ab_test(["q1", "q2"], n=2, display=False, seed=0, max_new_tokens=4)

@@ -59,7 +59,7 @@ def test_pause_reports_pausing_until_the_worker_has_parked(fresh):
     release = threading.Event()
     states = []
     fresh.on("train_state", lambda st: states.append(st.state))
-    run = fresh.train(steps=50, objective="sft")
+    run = fresh.train(steps=50, max_epochs=None, objective="sft")
     # keep the model's thread busy so that the step in progress cannot end yet
     fresh.model.submit(lambda job: release.wait(WAIT), name="hold")
     run.pause()

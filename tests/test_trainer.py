@@ -208,7 +208,7 @@ def test_other_optimizers(fresh, optimizer):
 def test_stop_in_the_middle_leaves_a_loadable_finite_adapter(fresh, tmp_path):
     rated(fresh)
     three = after_steps(fresh, 3)
-    run = fresh.train("dpo", steps=10_000, lr=1e-3)
+    run = fresh.train("dpo", steps=10_000, max_epochs=None, lr=1e-3)
     assert three.wait(WAIT)
     fresh.stop_training()
     assert run.state == "stopped" and 3 <= len(run.metrics) < 10_000
@@ -222,7 +222,7 @@ def test_pause_and_resume(fresh):
     first = after_steps(fresh, 1)
     parked = threading.Event()
     fresh.on("train_state", lambda st: parked.set() if st.state == "paused" else None)
-    run = fresh.train("dpo", steps=10_000, lr=1e-3)
+    run = fresh.train("dpo", steps=10_000, max_epochs=None, lr=1e-3)
     assert first.wait(WAIT)
     fresh.pause_training()
     assert parked.wait(WAIT)  # the step in flight finished, then the run parked
@@ -263,7 +263,7 @@ def test_200_clicks_while_training_are_all_stored(fresh):
     samples = rated(fresh)
     panel = fresh.rate(display=False)
     first = after_steps(fresh, 1)
-    run = fresh.train("dpo", steps=10_000, lr=1e-3)
+    run = fresh.train("dpo", steps=10_000, max_epochs=None, lr=1e-3)
     assert first.wait(WAIT)
     for i in range(200):
         panel.cards[i % len(panel.cards)].stars[i % 5].click()
@@ -276,7 +276,7 @@ def test_200_clicks_while_training_are_all_stored(fresh):
 def test_generation_during_training_records_the_adapter_step(fresh):
     rated(fresh)
     two = after_steps(fresh, 2)
-    fresh.train("dpo", steps=10_000, lr=1e-3)
+    fresh.train("dpo", steps=10_000, max_epochs=None, lr=1e-3)
     assert two.wait(WAIT)
     new = fresh.generate("during", n=2, max_new_tokens=4, progress=False)
     fresh.stop_training()
@@ -326,7 +326,7 @@ def test_feedback_given_during_training_joins_the_pool(fresh):
     first = after_steps(fresh, 1)
     grown = threading.Event()
     fresh.on("step", lambda m: grown.set() if m.examples >= 2 else None)
-    run = fresh.train("sft", steps=10_000, lr=1e-3, refresh_every=1, batch_size=8)
+    run = fresh.train("sft", steps=10_000, max_epochs=None, lr=1e-3, refresh_every=1, batch_size=8)
     assert first.wait(WAIT)
     extra = fresh.store.add_samples([lfw.store.SampleRecord("a brand new good answer", prompt="y")])
     fresh.record_rating(extra[0], 5)

@@ -1,0 +1,106 @@
+"""The loop's guards: A/B prompts stay out of training, an adapter does not overfit a few pairs,
+and it knows which judgements it learnt from (stale when they change)."""
+
+import math
+import threading
+
+import pytest
+import torch
+
+from lf_widgets.trainer import AB_PROMPT, TrainConfig
+
+from .helpers import finished_samples
+
+WAIT = 120
+
+
+def pairs_of(session, prompts=("hello", "world")):
+    samples = finished_samples(session, prompts, n=2)
+    for good, bad in zip(samples[0::2], samples[1::2]):
+        session.record_rating(good.sample_id, 5)
+        session.record_rating(bad.sample_id, 1)
+    return samples
+
+
+def test_ab_prompts_are_left_out_of_training_by_default(fresh):
+    pairs_of(fresh, ("hello", "world", "again"))
+    fresh.model.call(lambda: fresh.model.ensure_adapter(TrainConfig()))
+    fresh.ab_test(["hello"], n=1, display=False, max_new_tokens=3).wait()
+    run = fresh.train("dpo", steps=1, lr=1e-3)
+    run.wait(WAIT)
+    assert {e.prompt for e in run._data.pairs} == {"world", "again"}
+    assert run._data.dropped_by["dpo"][AB_PROMPT] == 1
+    opted_out = fresh.train("dpo", steps=1, lr=1e-3, exclude_ab_prompts=False)
+    opted_out.wait(WAIT)
+    assert "hello" in {e.prompt for e in opted_out._data.pairs}
+
+
+def test_a_tiny_pool_is_not_trained_to_death(fresh):
+    """The quickstart's case: 2 pairs, 8 steps of 4 would be 16 epochs; the guard says so and
+    caps the run, and a second round on unchanged feedback trains nothing."""
+    pairs_of(fresh)
+    run = fresh.train("dpo", steps=8, lr=1e-2, batch_size=4)
+    assert "of 8 steps" in run.reason and "max_epochs" in run.reason
+    run.wait(WAIT)
+    assert len(run.metrics) == 4 and run.state == "done"  # 2 pairs x 4 epochs / 2 a step
+    step, weights = fresh.adapter_step, fresh.model.call(
+        lambda: [p.detach().clone() for p in fresh.model.trainable_parameters()])
+    again = fresh.train("dpo", steps=8, lr=1e-2)
+    assert "Nothing to train" in again.reason
+    again.wait(WAIT)
+    assert again.metrics == [] and fresh.adapter_step == step
+    after = fresh.model.call(lambda: [p.detach().clone() for p in fresh.model.trainable_parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(weights, after))  # nothing undone
+    pairs_of(fresh, ("new prompt",))  # new feedback: training goes on, on the new pair only
+    more = fresh.train("dpo", steps=8, lr=1e-2).wait(WAIT)
+    assert 1 <= len(more.metrics) <= 4
+
+
+def test_max_epochs_none_and_bad_values(fresh):
+    pairs_of(fresh)
+    run = fresh.train("dpo", steps=6, lr=1e-3, max_epochs=None).wait(WAIT)
+    assert len(run.metrics) == 6
+    for bad in (0, -1, float("nan"), True):
+        with pytest.raises(ValueError, match="max_epochs"):
+            TrainConfig(max_epochs=bad)
+
+
+def test_adapters_know_what_they_learnt_and_go_stale(fresh):
+    samples = pairs_of(fresh)
+    fresh.train("dpo", steps=2, lr=1e-2, checkpoint_every=1).wait(WAIT)
+    table = fresh.adapters()
+    assert len(table) == 2 and (table["judgements"] == 4).all() and not table["stale"].any()
+    assert table["current"].tolist() == [False, True]
+    fb = fresh.feedback.dropna(subset=["rating"])
+    assert fb["seen_by_adapter"].all()
+    assert fresh.adapter_staleness() == ""
+    fresh.undo(samples[-1].sample_id)  # a judgement both adapters saw
+    assert fresh.adapters()["stale"].all()
+    assert "undone or changed" in fresh.adapter_staleness()
+    [meta] = [__import__("json").loads(open(f"{p}/lf_widgets.json").read())
+              for p in fresh.adapters()["path"][-1:]]
+    assert meta["judgements"]["count"] == 4 and len(meta["judgements"]["sha256"]) == 64
+    fresh.record_rating(samples[0].sample_id, 5)  # new judgement: not seen yet
+    fb = fresh.feedback
+    assert not fb[fb.sample_id == samples[-1].sample_id]["seen_by_adapter"].any()
+
+
+def test_nll_weight_adds_the_chosen_nll_and_zero_changes_nothing(fresh):
+    from lf_widgets.step import ReferenceCache, train_step
+
+    pairs_of(fresh)
+    pairs = fresh.model.call(lambda: __import__("lf_widgets.data", fromlist=["x"]).build_examples(
+        fresh.store, fresh.tokenizer)).pairs
+
+    def loss(weight):
+        config = TrainConfig(objective="dpo", nll_weight=weight, pass_tokens=0)
+        fresh.model.call(lambda: fresh.model.ensure_adapter(config))
+        return fresh.model.call(lambda: train_step(
+            fresh.model.model, "dpo", pairs, pad_id=fresh.model.pad_id, device="cpu",
+            cache=ReferenceCache(), config=config))
+
+    plain, zero, with_nll = loss(0.0), loss(0.0), loss(1.0)
+    assert plain.loss == zero.loss
+    # + 1.0 x mean NLL per token of the chosen answers
+    assert with_nll.loss == pytest.approx(plain.loss - plain.extras["chosen_logp"], rel=1e-5)
+    assert math.isfinite(plain.extras["chosen_logp"])
