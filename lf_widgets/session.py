@@ -323,7 +323,22 @@ class Session:
         (:class:`~lf_widgets.evaluation.ABResult`; ``.sentence()`` says it in words)."""
         from .ab import contenders_of, summarise
 
-        return summarise(self.ab_results(test_id), contenders_of(self.store, test_id))
+        contenders = contenders_of(self.store, test_id)
+        return summarise(self.ab_results(test_id), contenders, self._leak_notes(test_id, contenders))
+
+    def _leak_notes(self, test_id: str, contenders) -> list[str]:
+        """Say so when the tuned adapter was trained on the prompts of this A/B test."""
+        if not self.local or "tuned" not in contenders or not self.model.seen_events:
+            return []
+        samples = self.store.samples()
+        tested = {p for p, params in zip(samples["prompt"], samples["params"])
+                  if params.get("ab_test") == test_id}
+        events = self.store.events()
+        seen_ids = events[events["id"].isin(self.model.seen_events)]["sample_id"]
+        trained = set(samples[samples["sample_id"].isin(seen_ids)]["prompt"])
+        leaked = sorted(p for p in tested & trained if isinstance(p, str))
+        return [f"{len(leaked)} of {len(tested)} prompts of this test were in the tuned adapter's "
+                "training data: on them the result flatters it"] if leaked else []
 
     def monitor(self, *, display: bool = True, throttle_s: float = 0.25, **train_kwargs):
         """Show the training monitor: live loss and reward curves, progress, Start/Pause/Stop.

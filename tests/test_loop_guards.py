@@ -104,3 +104,14 @@ def test_nll_weight_adds_the_chosen_nll_and_zero_changes_nothing(fresh):
     # + 1.0 x mean NLL per token of the chosen answers
     assert with_nll.loss == pytest.approx(plain.loss - plain.extras["chosen_logp"], rel=1e-5)
     assert math.isfinite(plain.extras["chosen_logp"])
+
+
+def test_an_ab_test_on_trained_prompts_says_so(fresh):
+    pairs_of(fresh, ("hello", "world"))
+    fresh.train("dpo", steps=1, lr=1e-3).wait(WAIT)  # trained on "hello" and "world"
+    panel = fresh.ab_test(["hello", "something new"], n=1, display=False, max_new_tokens=3).wait()
+    panel.choose("a")
+    result = fresh.ab_summary(panel.test_id)
+    assert result.notes == ("1 of 2 prompts of this test were in the tuned adapter's training "
+                            "data: on them the result flatters it",)
+    assert "⚠ 1 of 2 prompts" in repr(result)
