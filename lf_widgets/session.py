@@ -252,15 +252,10 @@ class Session:
     def feedback(self) -> pd.DataFrame:
         """Every sample with its current rating / critique / correction per annotator, and
         ``seen_by_adapter``: whether the adapter in use was trained on that judgement."""
-        df = self.store.feedback()
-        seen = self.model.seen_events if self.local else set()
-        if df.empty:
-            return df.assign(seen_by_adapter=pd.Series(dtype=bool))
-        current = self.store.current_events(kinds=["rating", "correction"])
-        trained = {(int(e.sample_id), e.annotator) for e in current.itertuples() if int(e.id) in seen}
-        df["seen_by_adapter"] = [(int(r.sample_id), r.annotator) in trained
-                                 for r in df[["sample_id", "annotator"]].itertuples(index=False)]
-        return df
+        from .provenance import with_seen_column
+
+        return with_seen_column(self.store.feedback(), self.model.seen_events if self.local
+                                else set(), self.store)
 
     # -- panels --------------------------------------------------------------------------------
     def rate(self, prompts: str | Sequence[str] | None = None, n: int = 4, *, display: bool = True,
@@ -322,23 +317,11 @@ class Session:
         """Win rate, Wilson 95 % interval and sign test for one A/B test
         (:class:`~lf_widgets.evaluation.ABResult`; ``.sentence()`` says it in words)."""
         from .ab import contenders_of, summarise
+        from .provenance import leak_notes
 
         contenders = contenders_of(self.store, test_id)
-        return summarise(self.ab_results(test_id), contenders, self._leak_notes(test_id, contenders))
-
-    def _leak_notes(self, test_id: str, contenders) -> list[str]:
-        """Say so when the tuned adapter was trained on the prompts of this A/B test."""
-        if not self.local or "tuned" not in contenders or not self.model.seen_events:
-            return []
-        samples = self.store.samples()
-        tested = {p for p, params in zip(samples["prompt"], samples["params"])
-                  if params.get("ab_test") == test_id}
-        events = self.store.events()
-        seen_ids = events[events["id"].isin(self.model.seen_events)]["sample_id"]
-        trained = set(samples[samples["sample_id"].isin(seen_ids)]["prompt"])
-        leaked = sorted(p for p in tested & trained if isinstance(p, str))
-        return [f"{len(leaked)} of {len(tested)} prompts of this test were in the tuned adapter's "
-                "training data: on them the result flatters it"] if leaked else []
+        notes = leak_notes(self.model, self.store, test_id, contenders) if self.local else []
+        return summarise(self.ab_results(test_id), contenders, notes)
 
     def monitor(self, *, display: bool = True, throttle_s: float = 0.25, **train_kwargs):
         """Show the training monitor: live loss and reward curves, progress, Start/Pause/Stop.
@@ -456,40 +439,24 @@ class Session:
         """Save the LoRA adapter as a standard PEFT folder (safetensors, private); loadable with
         ``PeftModel.from_pretrained`` or ``Session(adapter=path)``. Its ``lf_widgets.json``
         records which judgements it was trained on (see :meth:`adapters`)."""
-        from .trainer import provenance
+        from .provenance import provenance
 
         self._require_local_model("save_adapter()")
         meta = provenance(self.model, self.store)
         return self.model.call(lambda: self.model.save_adapter(path, meta), name="save adapter")
 
     def adapters(self) -> pd.DataFrame:
-        """The checkpoints in the log, with what each was trained on: ``judgements`` (how many),
-        ``stale`` (some of them were undone or replaced since) and ``current`` (the adapter in
-        use now was loaded from or saved as it)."""
-        from .adapters import read_meta
-        from .trainer import stale_judgements
+        """The checkpoints in the log and what each learnt from: ``judgements`` (how many),
+        ``stale`` (some were undone or replaced since), ``current`` (the adapter in use)."""
+        from .provenance import adapters_table
 
-        df = self.store.checkpoints()
-        rows = []
-        for r in df.itertuples(index=False):
-            seen = set(read_meta(r.path).get("judgements", {}).get("ids") or []) \
-                if Path(r.path).is_dir() else set()
-            rows.append({"step": r.step, "path": r.path, "objective": r.objective,
-                         "judgements": len(seen), "stale": bool(stale_judgements(seen, self.store)),
-                         "current": self.local and self.adapter_step == r.step})
-        return pd.DataFrame(rows, columns=["step", "path", "objective", "judgements", "stale",
-                                           "current"])
+        return adapters_table(self.model if self.local else None, self.store)
 
     def adapter_staleness(self) -> str:
-        """"" when the adapter in use learnt only from judgements still in force; else a warning
-        saying how many it learnt from were undone or changed since."""
-        from .trainer import stale_judgements
+        """"" when the adapter in use learnt only from judgements still in force, else a warning."""
+        from .provenance import staleness
 
-        if not self.local or not self.model.seen_events:
-            return ""
-        stale = stale_judgements(self.model.seen_events, self.store)
-        return (f"the adapter learnt from {len(stale)} judgement(s) that were undone or changed "
-                "since: train again to follow the feedback as it is now") if stale else ""
+        return staleness(self.model, self.store) if self.local else ""
 
     def load_adapter(self, path: str | os.PathLike) -> None:
         """Attach a saved adapter (replacing the current one) and continue from its step."""

@@ -291,6 +291,8 @@ class TrainingRun:
         for e in examples:
             self.owner.visits[e.key] += 1
         if not self._events_noted:
+            from .provenance import PROVENANCE_KINDS
+
             current = self.store.current_events(kinds=PROVENANCE_KINDS)["id"]
             self.owner.seen_events |= set(int(i) for i in current)
             self._events_noted = True
@@ -345,6 +347,7 @@ class TrainingRun:
 
     def _checkpoint(self) -> None:
         from .adapters import NonFiniteAdapter
+        from .provenance import provenance as _provenance
 
         step = self.owner.adapter_step
         if self.checkpoint_dir is None or not step or step == self._last_checkpoint:
@@ -353,41 +356,11 @@ class TrainingRun:
         try:
             self.owner.save_adapter(path, {"objective": self.objective, "run_id": self.run_id,
                                            "config": asdict(self.config),
-                                           **provenance(self.owner, self.store)})
+                                           **_provenance(self.owner, self.store)})
         except NonFiniteAdapter:  # never written, never recorded, never resumed
             return
         self._last_checkpoint = step
         self.store.add_checkpoint(step, path, self.objective)
-
-
-PROVENANCE_KINDS = ("rating", "correction", "preference")  # what training reads
-
-
-def provenance(owner, store) -> dict:
-    """What an adapter was trained on, for its folder's metadata: the ids of the judgements
-    (their range, count and a SHA-256 of their content, so an edited log is noticed) and how
-    often each example was visited (the overfitting guard continues after a resume)."""
-    import hashlib
-    import json
-
-    ids = sorted(owner.seen_events)
-    events = store.events()
-    mine = events[events["id"].isin(ids)].sort_values("id")
-    content = json.dumps([[int(r.id), r.kind, r.value, r.annotator] for r in mine.itertuples()],
-                         ensure_ascii=False, sort_keys=True, default=str)
-    return {"judgements": {"ids": ids, "first_id": ids[0] if ids else None,
-                           "last_id": ids[-1] if ids else None, "count": len(ids),
-                           "sha256": hashlib.sha256(content.encode()).hexdigest()},
-            "visits": dict(owner.visits)}
-
-
-def stale_judgements(seen: set[int], store) -> set[int]:
-    """Of the judgements an adapter was trained on, those no longer in force (undone, or
-    replaced by a later judgement of the same kind): the adapter learnt from outdated feedback."""
-    if not seen:
-        return set()
-    current = set(int(i) for i in store.current_events(kinds=PROVENANCE_KINDS)["id"])
-    return set(seen) - current
 
 
 def prepare_run(owner, store, emit, config: TrainConfig, checkpoint_dir: Path | None) -> TrainingRun:
