@@ -343,7 +343,7 @@ def test_close_unsubscribes_and_cancels_the_timer(session):
     monitor.close()
     timer.join(WAIT)
     assert not timer.is_alive()
-    assert session.listeners == {"step": [], "train_state": []}
+    assert session.listeners == {"step": [], "train_state": [], "undo": [], "judgement": []}
     assert monitor.points == 1 and monitor.flush() == 0
     monitor.close()  # twice is harmless
 
@@ -413,3 +413,20 @@ def test_status_sentences():
 def test_clock():
     assert (clock(83), clock(3725), clock(math.nan), clock(-1)) == (
         "01:23", "1:02:05", "--:--", "--:--")
+
+
+def test_capability_and_stale_lines_show_in_the_status(session):
+    """The capability guard's figures (from a step that measured them) and a stale adapter."""
+    from lf_widgets.metrics import StepMetrics
+    from lf_widgets.panels.monitor import TrainingMonitor
+
+    monitor = TrainingMonitor(session, throttle_s=0.0)
+    m = StepMetrics(run_id="r", step=1, run_step=1, total_steps=2, objective="dpo", loss=0.6,
+                    lr=1e-3, examples=2, tokens=10, seconds=0.1, elapsed_s=0.1, eta_s=0.1,
+                    extras={"capability_nll": 2.6, "capability_base_nll": 2.4})
+    session._emit("step", m)
+    monitor.flush()
+    assert "capability: NLL per token on general text 2.600 (base 2.400, +8.3%)" in \
+        monitor._status.value
+    assert "got worse at general text" in monitor._status.value
+    monitor.close()

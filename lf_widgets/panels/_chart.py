@@ -43,13 +43,15 @@ CURVES = (
     ("dpo", "loss", "DPO loss", (1, 1), False),
     ("kto", "loss", "KTO loss", (1, 1), False),
     ("sft", "target_logp", "log p(target)", (1, 2), False),
+    ("dpo", "chosen_logp", "log p(chosen)", (1, 2), False),  # its fall is a known DPO failure
     ("dpo", "reward_margin", "reward margin", (2, 1), False),
     ("dpo", "pair_accuracy", "pair accuracy", (2, 1), True),  # 0..1, own axis on the right
     ("kto", "desirable_reward", "desirable reward", (2, 2), False),
     ("kto", "undesirable_reward", "undesirable reward", (2, 2), False),
     ("kto", "kl", "KL estimate", (2, 2), False),
 )
-TITLES = ("loss (all objectives)", "SFT: log p(target)", "DPO: reward margin · pair accuracy",
+TITLES = ("loss (all objectives)", "log p per token: SFT target · DPO chosen",
+          "DPO: reward margin · pair accuracy",
           "KTO: rewards · KL")
 SKIPPED = ("skipped", "loss")  # key of the red-x trace marking skipped steps
 

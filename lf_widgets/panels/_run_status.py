@@ -122,3 +122,20 @@ def progress_line(state: str, tally: RunTally | None, *, step_running: bool = Tr
     if state in ENDED:
         return tally.summary(state)
     return tally.summary("last run") if tally.taken else "no steps yet"
+
+
+CAPABILITY_WARN = 0.05  # tuned NLL on general text worse than base by more than this: say so
+
+
+def capability_line(row: Mapping[str, Any]) -> str:
+    """E.g. "capability: NLL per token 2.41 (base 2.38, +1.3 %)" from a step's row, with a ⚠
+    when general text got more than CAPABILITY_WARN harder for the tuned model."""
+    tuned, base = finite(row.get("capability_nll")), finite(row.get("capability_base_nll"))
+    if tuned is None:
+        return ""
+    if base is None or base <= 0:
+        return f"capability: NLL per token on general text {tuned:.3f}"
+    change = tuned / base - 1
+    warn = " ⚠ the model got worse at general text" if change > CAPABILITY_WARN else ""
+    return (f"capability: NLL per token on general text {tuned:.3f} (base {base:.3f}, "
+            f"{change:+.1%}){warn}")

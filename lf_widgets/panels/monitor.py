@@ -35,7 +35,7 @@ import traitlets
 from ..metrics import StepMetrics, TrainState
 from ._chart import LossChart
 from ._display import DisplayOnce
-from ._run_status import ACTIVE, RunTally, finite, progress_line
+from ._run_status import ACTIVE, RunTally, capability_line, finite, progress_line
 from ._text import escaped_html
 
 __all__ = ["TrainingMonitor"]
@@ -84,6 +84,8 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
         self._step_running = True  # False while "stopping" comes from "paused"
         self._last_skip = ""  # "step k: note" of the latest skipped step
         self._news = ""  # latest non-skip note of a step
+        self._capability = ""  # "capability: NLL per token …" from the latest step that measured it
+        self._stale = ""  # why the adapter follows outdated feedback ("" when it does not)
         self._error = ""  # a verb that failed, shown until the next state change
 
         self._chart = LossChart()
@@ -111,7 +113,9 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
         self.throttle_s = throttle_s
         with self._draw_lock:  # a step the training thread sends meanwhile waits for the past
             self._unsubscribe = [session.on("step", self._on_event),
-                                 session.on("train_state", self._on_event)]
+                                 session.on("train_state", self._on_event),
+                                 session.on("undo", self._on_feedback_change),
+                                 session.on("judgement", self._on_feedback_change)]
             self._load_history()
             self._adopt_current_run()
         self.flush()
@@ -176,6 +180,8 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
             self.skipped += 1
         elif row.get("note"):
             self._news = f"step {step}: {row['note']}"
+        if finite(row.get("capability_nll")) is not None:
+            self._capability = capability_line(row)
         self.points += 1
         self.step, self.run_id = step, run_id
         if row.get("objective"):
@@ -238,9 +244,22 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
             parts.append(escaped_html(skipped, style="color:#b00"))
         if self._news:
             parts.append(escaped_html(self._news, style="color:#444"))
+        if self._capability:
+            warn = "⚠" in self._capability
+            parts.append(escaped_html(self._capability, style="color:#b00" if warn else "color:#444"))
+        if self._stale:
+            parts.append(escaped_html("⚠ " + self._stale, style="color:#b00"))
         if self._error:
             parts.append(escaped_html(self._error, style="color:#b00"))
         self._status.value = "".join(parts)
+
+    def _on_feedback_change(self, event) -> None:
+        """An undo or a new judgement may leave the adapter trained on outdated feedback."""
+        staleness = getattr(self._session, "adapter_staleness", None)
+        stale = staleness() if callable(staleness) else ""
+        if stale != self._stale:
+            self._stale = stale
+            self._render_status()
 
     def _call(self, what: str, verb: str, *args, **kwargs):
         try:
@@ -312,12 +331,6 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
             self._pending = []
         if timer is not None:
             timer.cancel()
-        for unsubscribe in getattr(self, "_unsubscribe", []):
-            try:
-                unsubscribe()
-            except ValueError:  # already removed
-                pass
-        self._unsubscribe = []
         if hasattr(self, "_chart"):
             self._chart.close()
-        super().close()
+        super().close()  # DisplayOnce: unsubscribes, then closes the widgets
