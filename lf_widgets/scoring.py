@@ -2,7 +2,9 @@
 
 On held-out feedback (see ``TrainConfig.holdout``), for base (adapter off) and tuned:
 preference accuracy — the share of pairs where the model gives the chosen text the larger
-log-prob — and the mean per-token log-prob of good samples.
+log-prob — and the mean per-token log-prob of good samples. And the capability guard
+(:mod:`lf_widgets.capability`): the NLL per token of general text held out from all feedback,
+with a warning in ``df.attrs["warning"]`` when tuning made it worse than the documented threshold.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import pandas as pd
 import torch
 
 from .batching import collate_pairs, collate_sft
+from .capability import _measure as _capability
+from .capability_texts import CAPABILITY_TEXTS
 from .data import TrainingData, split_holdout
 from .losses import sequence_logps
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "CAPABILITY_ROW"]
+
+CAPABILITY_ROW = "capability NLL per token"  # lower is better, unlike the rows above it
 
 
 def _logps(model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,17 +45,24 @@ def _score(owner, data: TrainingData, batch_size: int) -> dict[str, float]:
             "log-prob per token of good samples": token_logps / tokens if tokens else float("nan")}
 
 
-def evaluate(owner, store, *, holdout: float = 0.0, batch_size: int = 8) -> pd.DataFrame:
+def evaluate(owner, store, *, holdout: float = 0.0, batch_size: int = 8,
+             capability: bool = True) -> pd.DataFrame:
     """Base vs tuned on the held-out part of the feedback in ``store`` (all when ``holdout`` is 0).
 
     ``owner`` is the :class:`~lf_widgets.policy.LocalModel`; the scoring runs on its thread.
     Returns a DataFrame indexed by metric with columns base, tuned, change, examples, split
-    ("held out" or "in sample": with no hold-out the numbers flatter the tuned model).
+    ("held out" or "in sample": with no hold-out the numbers flatter the tuned model). With
+    ``capability`` a last row, :data:`CAPABILITY_ROW`, gives the NLL per token of the package's
+    general texts (split "general text", examples = texts; lower is better);
+    ``df.attrs["capability"]`` holds :func:`~lf_widgets.capability.capability_nll`'s dict and
+    ``df.attrs["warning"]`` its warning (None when within
+    :data:`~lf_widgets.capability.CAPABILITY_WARN`).
     """
-    return owner.call(lambda: _evaluate(owner, store, holdout, batch_size), name="evaluate")
+    return owner.call(lambda: _evaluate(owner, store, holdout, batch_size, capability),
+                      name="evaluate")
 
 
-def _evaluate(owner, store, holdout: float, batch_size: int) -> pd.DataFrame:
+def _evaluate(owner, store, holdout: float, batch_size: int, capability: bool) -> pd.DataFrame:
     from .data import build_examples
 
     data = build_examples(store, owner.tokenizer)
@@ -65,4 +78,13 @@ def _evaluate(owner, store, holdout: float, batch_size: int) -> pd.DataFrame:
     df["change"] = df["tuned"] - df["base"]
     df["examples"] = pd.Series(counts)
     df["split"] = "held out" if holdout > 0 else "in sample"
+    return _with_capability(df, owner, batch_size) if capability else df
+
+
+def _with_capability(df: pd.DataFrame, owner, batch_size: int) -> pd.DataFrame:
+    guard = _capability(owner, CAPABILITY_TEXTS, batch_size)  # on the model's thread already
+    df.loc[CAPABILITY_ROW] = [guard["base"], guard["tuned"], guard["tuned"] - guard["base"],
+                              guard["texts"], "general text"]
+    df["examples"] = df["examples"].astype(int)
+    df.attrs["capability"], df.attrs["warning"] = guard, guard["warning"]
     return df
