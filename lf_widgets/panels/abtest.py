@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import html
-
 import ipywidgets as widgets
 import traitlets
 
 from ._pair import PairPanel
-from ._text import escaped_html
+from ._text import NO_MATH, escaped_html, escaped_text
 
 __all__ = ["ABTestPanel"]
 
@@ -79,20 +77,26 @@ class ABTestPanel(PairPanel):
 
         result = self._session.ab_summary(self._test.test_id)
         rows = "".join(
-            f"<tr><td>{i + 1}</td><td>{html.escape(left)}</td><td>{html.escape(right)}</td></tr>"
+            f"<tr><td>{i + 1}</td><td>{escaped_text(left)}</td><td>{escaped_text(right)}</td></tr>"
             for i, (left, right) in enumerate(self._test.hidden[:len(self.items)]))
-        table = ('<table class="tex2jax_ignore mathjax_ignore"><tr><th>item</th><th>A was</th>'
-                 "<th>B was</th></tr>" + rows.replace("$", "&#36;") + "</table>")
+        table = (f'<table class="{NO_MATH}"><tr><th>item</th><th>A was</th>'
+                 "<th>B was</th></tr>" + rows + "</table>")
         self.results.children = [
             widgets.HTML(escaped_html(result.sentence(), style="font-weight:bold")),
             widgets.HTML(escaped_html("Votes can still be changed: the latest vote on an item "
                                       "counts, and these figures follow.", style="color:#555")),
-            widgets.HTML(table),  # every cell above went through html.escape
+            widgets.HTML(table),  # every cell above went through escaped_text
             widgets.Output() if not result.n else _figure_widget(ab_chart(result)),
         ]
 
 
 def _figure_widget(figure):
+    """The chart as a widget, its contender names and title (a folder path can hold anything)
+    escaped: plotly reads a few tags, entities and ``$…$`` maths in its labels."""
     import plotly.graph_objects as go
 
+    figure.update_layout(title_text=escaped_text(figure.layout.title.text or "", quote=False))
+    for trace in figure.data:
+        if trace.x is not None:
+            trace.x = [escaped_text(x, quote=False) for x in trace.x]
     return go.FigureWidget(figure)

@@ -7,20 +7,20 @@ how much its log-probability moved.
 
 A thin view: no torch here. The numbers come from a kernel-side stepper
 (:class:`lf_widgets.stepper.SampleStepper`) with two methods, ``probabilities()`` and ``step()``.
-Token text is model output, hence untrusted: it is ``html.escape``d before it reaches HTML, and
-the rest of the HTML is fixed markup and computed numbers.
+Token text, the prompt and error messages are untrusted: they are escaped (``_text``) before
+they reach HTML or the plot, never put in a ``Label`` (which MathJax typesets), and the rest of
+the HTML is fixed markup and computed numbers.
 """
 
 from __future__ import annotations
 
-import html
 import math
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import traitlets
 
-from ._text import escaped_html
+from ._text import NO_MATH, escaped_html, escaped_text
 
 __all__ = ["StepperPanel"]
 
@@ -47,10 +47,10 @@ def _shown(text: str) -> str:
 def tokens_html(tokens) -> str:
     """The tokens as coloured spans; each token's text escaped, the rest numbers and fixed markup."""
     spans = [f'<span title="p = {t.prob:.4g}" style="background:{_colour(t.prob)};'
-             f'border-radius:3px;padding:0 1px;margin:0 1px">{html.escape(_shown(t.token_text))}</span>'
+             f'border-radius:3px;padding:0 1px;margin:0 1px">{escaped_text(_shown(t.token_text))}</span>'
              for t in tokens]
-    return ('<div style="white-space:pre-wrap;line-height:1.9;font-family:monospace">'
-            + "".join(spans) + "</div>")
+    return (f'<div class="{NO_MATH}" style="white-space:pre-wrap;line-height:1.9;'
+            'font-family:monospace">' + "".join(spans) + "</div>")
 
 
 def loss_formula(tokens) -> str:
@@ -106,12 +106,16 @@ class StepperPanel(widgets.VBox):
                                       button_style="primary",
                                       tooltip="one gradient step on this answer"
                                               + (f" (lr {lr:g})" if lr is not None else ""))
-        self._status = widgets.Label(value="no step yet")
+        self._status = widgets.HTML()  # not a Label: error messages quote untrusted values
         self.figure = _figure()
         super().__init__([self._prompt, self._tokens, widgets.HTML(_LEGEND), self._formula,
                           widgets.HBox([self._button, self._status]), self.figure])
         self._button.on_click(lambda _: self.take_step())
+        self._say("no step yet")
         self._show(self._stepper.probabilities())
+
+    def _say(self, text: str) -> None:
+        self._status.value = escaped_html(text, tag="span")
 
     def _show(self, tokens) -> None:
         self.tokens = list(tokens)
@@ -121,8 +125,8 @@ class StepperPanel(widgets.VBox):
         self.loss = -sum(t.logp for t in self.tokens)
 
     def _draw(self, report) -> None:
-        labels = [html.escape(_shown(t.token_text).replace("\n", "")[:12], quote=False)
-                  for t in report.after]  # plotly reads entities and a few tags in text: escape
+        labels = [escaped_text(_shown(t.token_text).replace("\n", "")[:12], quote=False)
+                  for t in report.after]  # plotly reads entities, a few tags and $maths$: escape
         deltas = report.delta_logp
         hover = [f"{label}<br>p {b.prob:.4g} → {a.prob:.4g}<br>Δ log p {d:+.4f}"
                  for label, b, a, d in zip(labels, report.before, report.after, deltas)]
@@ -140,11 +144,11 @@ class StepperPanel(widgets.VBox):
         Runs in the caller's thread: one step on one answer is about a second on a CPU.
         """
         self._button.disabled = True
-        self._status.value = "taking one step…"
+        self._say("taking one step…")
         try:
             report = self._stepper.step()
         except Exception as err:  # shown, not swallowed: the person must know nothing moved
-            self._status.value = f"✗ step failed: {err}"
+            self._say(f"✗ step failed: {err}")
             return None
         finally:
             self._button.disabled = False
@@ -153,8 +157,7 @@ class StepperPanel(widgets.VBox):
             self.steps_taken += 1
         self._show(report.after)
         self._draw(report)
-        self._status.value = (f"step {self.steps_taken}: L {report.loss_before:.3f} → "
-                              f"{report.loss_after:.3f} nats" if not report.skipped
-                              else f"skipped: {report.note}")
+        self._say(f"step {self.steps_taken}: L {report.loss_before:.3f} → "
+                  f"{report.loss_after:.3f} nats" if not report.skipped else f"skipped: {report.note}")
         return report
 
