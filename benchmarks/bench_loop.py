@@ -96,13 +96,15 @@ class Target:
     score: callable  # text -> float, higher is closer to the target (preferences, ratings)
     correct: callable  # text -> the corrected text
     rating: callable  # text -> 1..5
+    spoil: callable  # text -> a "correction" away from the target (a flipped judgement)
 
 
 def _ahoy() -> Target:
     meets = lambda t: t.lstrip().startswith("Ahoy!")  # noqa: E731
     return Target("ahoy", meets, lambda t: float(meets(t)),
                   lambda t: "Ahoy! " + (_complete_sentences(t) or "Hello."),
-                  lambda t: 5 if meets(t) else 1)
+                  lambda t: 5 if meets(t) else 1,
+                  lambda t: _complete_sentences(t.replace("Ahoy!", "", 1)) or "Hello.")
 
 
 def _short(limit: int = 20) -> Target:
@@ -110,14 +112,16 @@ def _short(limit: int = 20) -> Target:
     return Target("short", lambda t: words(t) <= limit, lambda t: -float(words(t)),
                   lambda t: _first_sentence(t, limit),
                   lambda t: 5 if words(t) <= limit else 4 if words(t) <= 2 * limit
-                  else 2 if words(t) <= 3 * limit else 1)
+                  else 2 if words(t) <= 3 * limit else 1,
+                  lambda t: " ".join([t.strip()] * (limit // max(words(t), 1) + 2)))
 
 
 def _question() -> Target:
     meets = lambda t: t.rstrip().endswith("?")  # noqa: E731
     return Target("question", meets, lambda t: float(meets(t)),
                   lambda t: _first_sentence(t, 30) + " Would you like to know more?",
-                  lambda t: 5 if meets(t) else 1)
+                  lambda t: 5 if meets(t) else 1,
+                  lambda t: t.rstrip().rstrip("?") + ".")
 
 
 TARGETS = {"ahoy": _ahoy, "short": _short, "question": _question}
@@ -148,9 +152,8 @@ class Annotator:
                 if good:
                     session.record_rating(s.sample_id, 5)
                 else:  # a flipped judgement on a good sample "corrects" it away from the target
-                    fix = self.target.correct(s.text) if not self.target.meets(s.text) \
-                        else _complete_sentences(s.text.replace("Ahoy!", "", 1)) or "Hello."
-                    session.record_correction(s.sample_id, fix)
+                    fix = self.target.spoil if self.target.meets(s.text) else self.target.correct
+                    session.record_correction(s.sample_id, fix(s.text))
             else:
                 rating = self.target.rating(s.text)
                 session.record_rating(s.sample_id, rating if good == self.target.meets(s.text)
@@ -192,6 +195,7 @@ def run_loop(spec: str, args, folder: Path, base_cache: dict) -> dict:
         if target_name not in base_cache:  # same model, prompts and seed: the same base answers
             base_cache[target_name] = held_out_share(session, target, args)
         rounds, prompt_at = [Round(0, base_cache[target_name])], 0
+        print(f"  {spec:<28} base   : judged   0  share {rounds[0].share:6.1%}", flush=True)
         for r, new in enumerate(ROUND_JUDGED[:args.rounds]):
             t0 = time.perf_counter()
             prompts = TRAIN_PROMPTS[prompt_at:prompt_at + new // 2]
