@@ -116,7 +116,8 @@ def test_votes_by_widgets_match_results_after_reveal(trained):
         expected.count("base"), expected.count("tuned"), 1, 1)
     texts = [w.value for w in all_widgets(panel) if isinstance(w, widgets.HTML)]
     assert any(result.sentence().split(",")[0] in t for t in texts)
-    assert any(type(w).__name__ == "FigureWidget" for w in all_widgets(panel))
+    charts = [w for w in all_widgets(panel) if isinstance(w, widgets.Output) and w.outputs]
+    assert any("application/vnd.plotly.v1+json" in o["data"] for w in charts for o in w.outputs)
 
 
 def test_undo_in_ab_panel(trained):

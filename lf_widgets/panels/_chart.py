@@ -18,7 +18,6 @@ a reload — renders what is there now. The bundle is drawn by plotly's JupyterL
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +25,9 @@ import ipywidgets as widgets
 from plotly.subplots import make_subplots
 
 from ._run_status import finite
+from ._text import escaped_text
 
-__all__ = ["CURVES", "LossChart", "MIME", "SKIPPED", "TITLES"]
+__all__ = ["CURVES", "LossChart", "MIME", "SKIPPED", "TITLES", "figure_bundle", "figure_view"]
 
 MIME = "application/vnd.plotly.v1+json"
 HEIGHT = 520
@@ -58,8 +58,25 @@ SKIPPED = ("skipped", "loss")  # key of the red-x trace marking skipped steps
 
 def plot_text(text: str) -> str:
     """Untrusted text for plotly labels: plotly reads a few HTML tags and ``$...$`` maths in
-    them, so both are neutralised (it shows entities as the characters they stand for)."""
-    return html.escape(str(text), quote=True).replace("$", "&#36;")
+    them, so both are neutralised (numeric entities only: plotly shows ``&quot;`` as typed)."""
+    return escaped_text(text, quote=False)
+
+
+def figure_bundle(figure, text: str) -> dict:
+    """``figure`` (a plotly ``go.Figure``) as one display_data output for an ``Output`` widget:
+    drawn by plotly's JupyterLab extension from the whole state each time, so a view created
+    late or after a reload shows it (a FigureWidget's one-off updates can be lost)."""
+    data = figure.to_dict()
+    data["config"] = dict(CONFIG)
+    return {"output_type": "display_data", "metadata": {},
+            "data": {MIME: data, "text/plain": text}}
+
+
+def figure_view(figure, text: str) -> widgets.Output:
+    """An ``Output`` widget showing ``figure`` (see :func:`figure_bundle`)."""
+    view = widgets.Output()
+    view.outputs = (figure_bundle(figure, text),)
+    return view
 
 
 def _figure():
@@ -140,12 +157,9 @@ class LossChart:
 
     def bundle(self) -> dict:
         """The figure as one display_data output: plotly's mimetype and a plain-text stand-in."""
-        figure = self.figure.to_dict()
-        figure["config"] = dict(CONFIG)
         points = len(self._series[SKIPPED][0]) + sum(
             len(xs) for key, (xs, _) in self._series.items() if key[1] == "loss")
-        return {"output_type": "display_data", "metadata": {},
-                "data": {MIME: figure, "text/plain": f"training curves: {points} steps"}}
+        return figure_bundle(self.figure, f"training curves: {points} steps")
 
     def close(self) -> None:
         self.view.close()

@@ -92,11 +92,12 @@ class ABTestPanel(PairPanel):
 
 def _figure_widget(figure):
     """The chart as a widget, its contender names and title (a folder path can hold anything)
-    escaped: plotly reads a few tags, entities and ``$…$`` maths in its labels."""
-    import plotly.graph_objects as go
+    escaped: plotly reads a few tags, entities and ``$…$`` maths in its labels. Drawn whole into
+    an Output (see ``_chart``), not as a FigureWidget, whose updates a slow page can lose."""
+    from ._chart import figure_view
 
     figure.update_layout(title_text=escaped_text(figure.layout.title.text or "", quote=False))
     for trace in figure.data:
         if trace.x is not None:
             trace.x = [escaped_text(x, quote=False) for x in trace.x]
-    return go.FigureWidget(figure)
+    return figure_view(figure, "A/B result chart")

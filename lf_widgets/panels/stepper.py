@@ -20,6 +20,8 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 import traitlets
 
+from ._chart import figure_bundle, figure_view
+from ._display import DisplayOnce
 from ._text import NO_MATH, escaped_html, escaped_text
 
 __all__ = ["StepperPanel"]
@@ -65,15 +67,15 @@ def loss_formula(tokens) -> str:
             + f" = {total:.3f} nats   ({total / max(n, 1):.3f} per token)")
 
 
-def _figure() -> go.FigureWidget:
-    fig = go.FigureWidget(data=[go.Bar(name="Δ log p", x=[], y=[], hoverinfo="text")])
+def _figure() -> go.Figure:
+    fig = go.Figure(data=[go.Bar(name="Δ log p", x=[], y=[], hoverinfo="text")])
     fig.update_layout(height=280, margin=dict(l=50, r=20, t=40, b=60), showlegend=False,
                       title_text="Change per token after the step: Δ log p (> 0: more likely)",
                       yaxis_title="Δ log p")
     return fig
 
 
-class StepperPanel(widgets.VBox):
+class StepperPanel(DisplayOnce, widgets.VBox):
     """One sample, its per-token probabilities and loss, and one SFT step at a time.
 
     Parameters
@@ -107,9 +109,10 @@ class StepperPanel(widgets.VBox):
                                       tooltip="one gradient step on this answer"
                                               + (f" (lr {lr:g})" if lr is not None else ""))
         self._status = widgets.HTML()  # not a Label: error messages quote untrusted values
-        self.figure = _figure()
+        self.figure = _figure()  # a plain figure, drawn whole into an Output (see _chart)
+        self.chart = figure_view(self.figure, "no step yet")
         super().__init__([self._prompt, self._tokens, widgets.HTML(_LEGEND), self._formula,
-                          widgets.HBox([self._button, self._status]), self.figure])
+                          widgets.HBox([self._button, self._status]), self.chart])
         self._button.on_click(lambda _: self.take_step())
         self._say("no step yet")
         self._show(self._stepper.probabilities())
@@ -130,12 +133,12 @@ class StepperPanel(widgets.VBox):
         deltas = report.delta_logp
         hover = [f"{label}<br>p {b.prob:.4g} → {a.prob:.4g}<br>Δ log p {d:+.4f}"
                  for label, b, a, d in zip(labels, report.before, report.after, deltas)]
-        with self.figure.batch_update():
-            bar = self.figure.data[0]
-            bar.x, bar.y, bar.hovertext = list(range(len(deltas))), deltas, hover
-            bar.marker.color = ["#2e7d32" if d >= 0 else "#c62828" for d in deltas]
-            self.figure.layout.xaxis.update(tickmode="array", tickvals=list(range(len(deltas))),
-                                            ticktext=labels)
+        bar = self.figure.data[0]
+        bar.x, bar.y, bar.hovertext = list(range(len(deltas))), deltas, hover
+        bar.marker.color = ["#2e7d32" if d >= 0 else "#c62828" for d in deltas]
+        self.figure.layout.xaxis.update(tickmode="array", tickvals=list(range(len(deltas))),
+                                        ticktext=labels)
+        self.chart.outputs = (figure_bundle(self.figure, f"Δ log p of {len(deltas)} tokens"),)
 
     # -- actions ---------------------------------------------------------------------------------
     def take_step(self):
