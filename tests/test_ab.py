@@ -204,8 +204,9 @@ def test_untrusted_text_in_pair_panels_is_escaped(session):
 # -- offline evaluation ----------------------------------------------------------------------------
 def test_evaluate_base_vs_tuned(trained):
     df = trained.evaluate()
-    assert list(df.index) == ["preference accuracy", "log-prob per token of good samples"]
-    assert (df.split == "in sample").all()
+    assert list(df.index) == ["preference accuracy", "log-prob per token of good samples",
+                              "capability NLL per token"]
+    assert (df.split[:2] == "in sample").all() and df.split.iloc[2] == "general text"
     assert df.loc["preference accuracy", "tuned"] >= df.loc["preference accuracy", "base"]
     assert df.loc["preference accuracy", "examples"] == len(
         build_examples(trained.store, trained.tokenizer).pairs)
@@ -219,4 +220,5 @@ def test_holdout_is_kept_out_of_training_and_evaluated(trained):
     train, held = split_holdout(all_pairs, 0.5)
     assert len(run._data.pairs) == len(train) and held
     df = trained.evaluate()
-    assert (df.split == "held out").all() and df.loc["preference accuracy", "examples"] == len(held)
+    assert (df.split[:2] == "held out").all()
+    assert df.loc["preference accuracy", "examples"] == len(held)
