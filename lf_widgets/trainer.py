@@ -55,6 +55,8 @@ class TrainConfig:
     max_epochs: float | None = 4.0  # an adapter sees each example at most this many times:
     # more passes over a few pairs drive the loss to zero and undo what was learnt. None: no cap
     exclude_ab_prompts: bool = True  # prompts of A/B tests stay out of training (they judge it)
+    capability_every: int = 10  # measure NLL on general text (base vs tuned) every N steps and at
+    # the end, for the monitor's capability line; 0: never (~1-3 s each on the default model, CPU)
 
     def __post_init__(self):
         if self.objective not in ("auto", "sft", "dpo", "kto"):
@@ -66,7 +68,7 @@ class TrainConfig:
 
 # field -> (smallest allowed, whether the smallest itself is allowed); ints must be ints
 _INT_FIELDS = {"steps": 1, "batch_size": 1, "max_length": 2, "lora_r": 1, "refresh_every": 1,
-               "checkpoint_every": 0, "seed": 0, "lora_alpha": 1}
+               "checkpoint_every": 0, "seed": 0, "lora_alpha": 1, "capability_every": 0}
 _FLOAT_FIELDS = {"lr": (0.0, False), "beta": (0.0, False), "max_grad_norm": (0.0, False),
                  "lora_dropout": (0.0, True), "holdout": (0.0, True), "nll_weight": (0.0, True)}
 
@@ -320,14 +322,21 @@ class TrainingRun:
         if not result.skipped and result.update_ratio > DIVERGENCE_RATIO:
             note = (f"⚠ diverging? this update moved the adapter by {result.update_ratio:.0%} of "
                     f"its size (lr={cfg.lr:g} may be too large)")
+        extras = {**result.extras, "grad_norm": result.grad_norm, "update_ratio": result.update_ratio}
+        if cfg.capability_every and (run_step % cfg.capability_every == 0
+                                     or run_step == self.planned_steps):
+            from .capability import capability_nll
+
+            guard = capability_nll(self.owner)  # on this thread: the model is ours right now
+            extras.update(capability_nll=guard["tuned"], capability_base_nll=guard["base"])
+            if guard["warning"]:
+                note = f"{note} ⚠ {guard['warning']}".strip()
         m = StepMetrics(run_id=self.run_id, step=self.owner.adapter_step or 0, run_step=run_step,
                         total_steps=self.planned_steps, objective=self.objective, loss=result.loss,
                         lr=cfg.lr, examples=len(examples), tokens=result.tokens, seconds=seconds,
                         elapsed_s=elapsed,
                         eta_s=elapsed / run_step * max(self.planned_steps - run_step, 0),
-                        skipped=result.skipped, note=note,
-                        extras={**result.extras, "grad_norm": result.grad_norm,
-                                "update_ratio": result.update_ratio})
+                        skipped=result.skipped, note=note, extras=extras)
         self.metrics.append(m)
         self.store.log_step(self.run_id, m.step, m.objective, None if m.skipped else m.loss,
                             m.as_row())

@@ -115,3 +115,14 @@ def test_an_ab_test_on_trained_prompts_says_so(fresh):
     assert result.notes == ("1 of 2 prompts of this test were in the tuned adapter's training "
                             "data: on them the result flatters it",)
     assert "⚠ 1 of 2 prompts" in repr(result)
+
+
+def test_capability_is_measured_during_training_for_the_monitor(fresh):
+    pairs_of(fresh)
+    run = fresh.train("dpo", steps=3, lr=1e-2, capability_every=2, max_epochs=None).wait(WAIT)
+    measured = [m.run_step for m in run.metrics if "capability_nll" in m.extras]
+    assert measured == [2, 3]  # every 2 steps, and at the end
+    last = run.metrics[-1].extras
+    assert last["capability_nll"] > 0 and last["capability_base_nll"] > 0
+    history = fresh.training_history()
+    assert "capability_nll" in history.columns
