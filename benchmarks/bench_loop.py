@@ -20,10 +20,12 @@ of a prompt: the one closer to the target wins; "both_bad"/"tie" when equal). A 
 
 Usage
 -----
-    python benchmarks/bench_loop.py                 # default model, the default runs (<= 20 min on 2 quiet cores)
+    python benchmarks/bench_loop.py                 # default model, 4 runs x 4 rounds (~20 min on 2 quiet cores, estimated)
+    OMP_NUM_THREADS=1 python benchmarks/bench_loop.py ...   # on a machine other processes load: far faster there
     python benchmarks/bench_loop.py --runs ahoy:correction,short:preference --steps 8
     python benchmarks/bench_loop.py --quick         # tiny random model, a smoke test for CI
-Seeds are fixed (sampling, training, noise): a rerun on the same machine prints the same table.
+Seeds are fixed (sampling, training, noise): a rerun on the same machine and thread count should
+print the same shares (wall times differ).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ HELDOUT_PROMPTS = [
     "What is a forest?", "Why do we have seasons?", "How do I plant a tree?",
 ]
 ROUND_JUDGED = (8, 8, 16, 32)  # new judged samples per round: the curve at 8, 16, 32, 64
-DEFAULT_RUNS = "ahoy:correction,short:preference,short:rating,question:correction,ahoy:correction:noisy"
+DEFAULT_RUNS = "ahoy:correction,short:preference,question:correction,ahoy:correction:noisy"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
