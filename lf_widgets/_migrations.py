@@ -4,7 +4,21 @@ every later one)."""
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "split_sql"]
+__all__ = ["MIGRATIONS", "CURRENT_EVENTS_VIEW", "split_sql"]
+
+# The one "current judgement" rule, for SQLite and PostgreSQL alike: the latest judgement of each
+# kind per subject and annotator that no undo cancelled (see migration 2).
+CURRENT_EVENTS_VIEW = """
+    CREATE VIEW current_events AS
+        SELECT e.* FROM events e
+        WHERE e.kind != 'undo'
+          AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.id)
+          AND NOT EXISTS (
+              SELECT 1 FROM events later
+              WHERE later.subject = e.subject AND later.annotator = e.annotator
+                AND later.kind = e.kind AND later.id > e.id
+                AND NOT EXISTS (SELECT 1 FROM events u2 WHERE u2.undoes = later.id));
+"""
 
 MIGRATIONS: list[str] = [
     """
@@ -71,16 +85,7 @@ MIGRATIONS: list[str] = [
         END
         WHERE kind != 'undo';
     CREATE INDEX events_subject ON events(subject, annotator, kind);
-    CREATE VIEW current_events AS
-        SELECT e.* FROM events e
-        WHERE e.kind != 'undo'
-          AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.id)
-          AND NOT EXISTS (
-              SELECT 1 FROM events later
-              WHERE later.subject = e.subject AND later.annotator = e.annotator
-                AND later.kind = e.kind AND later.id > e.id
-                AND NOT EXISTS (SELECT 1 FROM events u2 WHERE u2.undoes = later.id));
-    ALTER TABLE samples ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
+""" + CURRENT_EVENTS_VIEW + """    ALTER TABLE samples ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;
     """,
     # 3: find a sample by its prompt and text in O(log n) (imports de-duplicate samples this
     # way; without it each lookup scanned the table, so an import took quadratic time). The
