@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml Makefile
 model: venv
 	$(BIN)/lf-widgets prepare-model
 
+# default_url: the URL JupyterLab prints (and opens) is the quickstart's, not the Launcher's.
 demo: model
-	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/01_quickstart.ipynb
+	$(BIN)/jupyter lab $(LAB_ARGS) --LabApp.default_url=/lab/tree/notebooks/01_quickstart.ipynb
 
 test: venv
 	$(BIN)/python -m pytest
