@@ -88,3 +88,17 @@ def test_result_reads_as_sentence_and_table(fresh):
     html = result._repr_html_()
     assert "<table" in html and "mathjax_ignore" in html
     assert result.table().shape == (1, 10)
+
+
+def test_the_reveal_shows_side_bias_lengths_and_the_controlled_rate(fresh):
+    from lf_widgets.trainer import TrainConfig
+
+    fresh.model.call(lambda: fresh.model.ensure_adapter(TrainConfig()))
+    panel = fresh.ab_test(["x", "y"], n=1, display=False, max_new_tokens=3, seed=0).wait()
+    panel.choose("a")
+    panel.choose("b")  # every item voted: revealed
+    assert panel.revealed
+    shown = " ".join(w.value for w in panel.results.children if hasattr(w, "value"))
+    assert "side: the left answer (A) won 1 of 2 decided votes" in shown
+    assert "length: mean words per answer" in shown
+    assert "length-controlled win rate of tuned" in shown

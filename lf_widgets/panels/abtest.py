@@ -81,8 +81,11 @@ class ABTestPanel(PairPanel):
             for i, (left, right) in enumerate(self._test.hidden[:len(self.items)]))
         table = (f'<table class="{NO_MATH}"><tr><th>item</th><th>A was</th>'
                  "<th>B was</th></tr>" + rows + "</table>")
+        checks = "".join(escaped_html(line, style="color:#b00" if line.startswith("⚠") else
+                                      "color:#333") for line in result.report()[1:])
         self.results.children = [
             widgets.HTML(escaped_html(result.sentence(), style="font-weight:bold")),
+            widgets.HTML(checks),  # side bias, lengths, length-controlled rate, leak warnings
             widgets.HTML(escaped_html("Votes can still be changed: the latest vote on an item "
                                       "counts, and these figures follow.", style="color:#555")),
             widgets.HTML(table),  # every cell above went through escaped_text
