@@ -57,7 +57,7 @@ class ABChecks:
             p = "p < 0.001" if self.side_p_value < 0.001 else f"p = {self.side_p_value:.2g}"
             flag = " — people favoured a side" if self.side_p_value < 0.05 else ""
             out.append(f"side: the left answer (A) won {self.left_wins} of "
-                       f"{self.left_wins + self.right_wins} decided votes "
+                       f"{self.left_wins + self.right_wins} votes that picked a side "
                        f"({self.left_share:.0%}, {p}){flag}")
         if self.mean_words:
             lengths = ", ".join(f"{k} {v:.1f}" for k, v in self.mean_words.items())

@@ -99,6 +99,6 @@ def test_the_reveal_shows_side_bias_lengths_and_the_controlled_rate(fresh):
     panel.choose("b")  # every item voted: revealed
     assert panel.revealed
     shown = " ".join(w.value for w in panel.results.children if hasattr(w, "value"))
-    assert "side: the left answer (A) won 1 of 2 decided votes" in shown
+    assert "side: the left answer (A) won 1 of 2 votes that picked a side" in shown
     assert "length: mean words per answer" in shown
     assert "length-controlled win rate of tuned" in shown

@@ -113,8 +113,8 @@ def assert_titles_clear_of_the_toolbar(page) -> None:
     page.locator(".js-plotly-plot .modebar").first.wait_for(state="visible")
     boxes = page.evaluate(BOXES_JS)
     assert [t["text"] for t in boxes["titles"]] == [
-        "loss (all objectives)", "SFT: log p(target)", "DPO: reward margin · pair accuracy",
-        "KTO: rewards · KL"]
+        "loss (all objectives)", "log p per token: SFT target · DPO chosen",
+        "DPO: reward margin · pair accuracy", "KTO: rewards · KL"]
     plot = boxes["plot"]
     for title in boxes["titles"]:
         assert plot["x0"] <= title["x0"] and title["x1"] <= plot["x1"], title  # not clipped
@@ -146,6 +146,8 @@ def test_monitor_created_empty_fills_while_the_kernel_is_busy(open_notebook, tmp
     page.get_by_text(f"done · {STEPS} steps · DPO · loss").first.wait_for()
     assert "ETA" not in progress_text(page)
     assert_titles_clear_of_the_toolbar(page)
+    # the capability guard measured at the end of the run: its line is what the person reads
+    monitors(page).locator(".widget-html-content", has_text="capability: NLL per token").first.wait_for()
     save_artifact(page, f"monitor-{app}", monitors(page))
     save_artifact(page, f"monitor-{app}-page")
 
@@ -154,7 +156,7 @@ def test_points_grow_during_a_run_started_by_clicking_start(open_notebook, tmp_p
                                                             save_artifact):
     db = tmp_path / "start.sqlite"
     page = open_notebook(notebook(setup(db, 0.8), """
-        m = s.monitor(objective="dpo", steps=40, lr=1e-3)
+        m = s.monitor(objective="dpo", steps=40, lr=1e-3, max_epochs=None)
         """), env=TINY)
     page.lfw.wait_for(lambda: loss_points(page) == 0, message="the empty chart")
     page.locator("button.jupyter-button", has_text="Start").click()
