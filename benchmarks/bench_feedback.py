@@ -34,6 +34,7 @@ for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
 
 import argparse
 import contextlib
+import math
 import statistics
 import tempfile
 import threading
@@ -149,9 +150,12 @@ def bench_first_sample(session, repeats: int, n: int, max_new_tokens: int) -> di
     cold = time_rate(session, n, 1000, max_new_tokens)
     warm = [time_rate(session, n, 1001 + r, max_new_tokens) for r in range(repeats)]
     keys = ("returned", "token", "partial", "generated", "all")
-    return {"cold": cold, "warm": {k: statistics.median(w.get(k, float("nan")) for w in warm)
-                                   for k in keys},
-            "warm_max": {k: max(w.get(k, float("nan")) for w in warm) for k in keys}}
+    def seen(k):  # the runs in which this moment happened (a short run may have no partial text)
+        return [w[k] for w in warm if k in w]
+
+    return {"cold": cold,
+            "warm": {k: statistics.median(seen(k)) for k in keys if seen(k)},
+            "warm_max": {k: max(seen(k)) for k in keys if seen(k)}}
 
 
 # -- (b): streaming throughput -----------------------------------------------------------------
@@ -225,10 +229,16 @@ def _until_stop(row: list[int], stop: set[int]) -> list[int]:
 
 # -- the run -----------------------------------------------------------------------------------
 def report_first_sample(f: dict, model: str, n: int, max_new_tokens: int) -> None:
+    def at(d, key):
+        # A short run can finish every sample before the worker's first 0.2 s partial-text
+        # update, so "partial" may never happen: say so rather than print nan.
+        value = d.get(key, float("nan"))
+        return "none" if math.isnan(value) else f"{value:.2f} s"
+
     def line(label, d):
-        return (f"    {label:<18} returned {d['returned']:.3f} s · first token {d.get('token', float('nan')):.2f} s"
-                f" · first partial text {d.get('partial', float('nan')):.2f} s · first sample "
-                f"{d.get('generated', float('nan')):.2f} s · all {d['all']:.2f} s")
+        return (f"    {label:<18} returned {d['returned']:.3f} s · first token {at(d, 'token')}"
+                f" · first partial text {at(d, 'partial')} · first sample {at(d, 'generated')}"
+                f" · all {d['all']:.2f} s")
 
     w = f["warm"]
     print(f"(d) rate({len(PROMPTS)} prompts, n={n}, max_new_tokens={max_new_tokens}) on {model}, "
