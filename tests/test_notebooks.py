@@ -73,3 +73,26 @@ def test_quickstart_on_default_model_shows_the_effect_of_training(tmp_path, monk
     print("the stand-in's A/B votes:", winners)
     assert len(winners) == 6
     assert winners.count("tuned") > winners.count("base")  # what the notebook says it shows
+
+
+@pytest.mark.slow
+def test_ab_testing_notebook_on_default_model_shows_the_tuned_model_ahead(tmp_path, monkeypatch,
+                                                                          default_model_cache):
+    """Notebook 04 says the stand-in ("the shorter answer wins") picks the tuned side more often."""
+    from lf_widgets.ab import votes_frame
+    from lf_widgets.store import FeedbackStore
+
+    path = next(p for p in NOTEBOOKS if p.name == "04_ab_testing.ipynb")
+    nb = run_notebook(path, tmp_path, {"LF_WIDGETS_MODEL": "", "LF_WIDGETS_CACHE": str(default_model_cache)},
+                      monkeypatch)
+    assert stderr_outputs(nb) == []
+    store = FeedbackStore(tmp_path / "ab_testing.sqlite")
+    try:
+        votes = votes_frame(store)
+    finally:
+        store.close()
+    base_vs_tuned = votes[[{a, b} == {"base", "tuned"} for a, b in zip(votes["left"], votes["right"])]]
+    winners = base_vs_tuned["winner"].tolist()
+    print("the stand-in's base-vs-tuned votes:", winners)
+    assert len(winners) == 6
+    assert winners.count("tuned") > winners.count("base")
