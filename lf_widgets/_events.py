@@ -23,6 +23,10 @@ EVENTS = {
     "step": "metrics.StepMetrics of a training step",
     "train_state": "metrics.TrainState (starting, running, pausing, paused, stopping, stopped, "
                    "done, failed)",
+    "revision": "revisions.Revision(sample_id, index, candidate, request): a suggested revision "
+                "of a sample was written (suggest_revisions); index 0-based, in order",
+    "revisions_done": "revisions.RevisionsDone(sample_id, candidates, request): the refiner "
+                      "stopped (request.state: done, cancelled or failed, request.error)",
 }
 
 

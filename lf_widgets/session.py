@@ -18,6 +18,7 @@ import pandas as pd
 from . import io as _io
 from ._events import Events
 from ._requests import GenerationRequest, start_request
+from ._session_revisions import SessionRevisions
 from .remote import RemoteChatModel
 from .sampling import Sample, SamplingConfig, check_count, check_prompts, sampling_config
 from .store import Event, FeedbackStore, check_annotator
@@ -38,7 +39,7 @@ def default_annotator() -> str:
         return "anonymous"
 
 
-class Session:
+class Session(SessionRevisions):
     """A model, a feedback log and a trainer, bound together for one notebook.
 
     Parameters
