@@ -3,6 +3,8 @@ log, the examples that come out, edit propagation (tiny model; a real HTTP serve
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lf_widgets.edits import edit_distance, edit_ratio
@@ -27,7 +29,7 @@ def _meta(session, event_id):
     return ev[ev["id"] == event_id].iloc[0]["meta"]
 
 
-def test_suggest_streams_then_accept_stores_full_provenance(session, critiqued):
+def test_suggest_streams_then_accept_stores_full_provenance(session, critiqued, tmp_path):
     (sample, other), critique = critiqued
     sid = sample.sample_id
     seen = []  # (event, payload, was the request finished when it arrived?)
@@ -65,9 +67,14 @@ def test_suggest_streams_then_accept_stores_full_provenance(session, critiqued):
     assert [(p.chosen, p.rejected, p.source) for p in data.pairs] == \
         [(cands[1].text, sample.text, "correction")]
     assert [(e.completion, e.desirable) for e in data.kto] == [(cands[1].text, True)]
-    for example in (*data.sft, *data.pairs, *data.kto):  # exports carry the provenance
-        if hasattr(example, "meta"):
-            assert example.meta["via"] == "revision"
+    for example in (*data.sft, *data.pairs, *data.kto):  # the examples carry the provenance
+        assert example.meta["via"] == "revision" and example.meta["refiner"] == cands[1].refiner
+    for kind in ("trl-sft", "trl-dpo", "trl-kto"):  # and so do the exports
+        path = session.export(kind, tmp_path / f"{kind}.jsonl").path
+        [record] = [json.loads(line) for line in path.read_text().splitlines()]
+        assert record["correction_meta"]["via"] == "revision"
+        assert record["correction_meta"]["critique"] == AHOY
+        assert record["correction_meta"]["candidate"] == 1
 
 
 def test_edited_revision_stores_the_edit(session, critiqued):
