@@ -124,6 +124,38 @@ MIGRATIONS: list[str] = [
         WHERE NOT EXISTS (SELECT 1 FROM adjudications later WHERE later.subject = a.subject
                           AND later.kind = a.kind AND later.id > a.id);
     """,
+    # 5: learning from critiques. ``events.meta`` (JSON, nullable): where a correction came
+    # from (typed, an accepted or edited revision, a propagated edit; its refiner, critique,
+    # candidate, edit distance: _judgements.CORRECTION_META). A new kind, ``rejection``: the
+    # person turned a sample's suggested revisions down (subject: the sample, like a critique).
+    # SQLite cannot change a CHECK constraint, so the table is rebuilt the SQLite way: a new
+    # table, every row copied with its id, the old one dropped, the new one renamed, its
+    # indexes and the view made again (the view is dropped first: a rename checks the whole
+    # schema, and a view of a missing table fails that check). The new table's self-reference
+    # names itself, so dropping the old table breaks no reference, and the rename carries it.
+    """
+    DROP VIEW current_events;
+    CREATE TABLE events_v5 (
+        id INTEGER PRIMARY KEY,
+        sample_id INTEGER REFERENCES samples(id),
+        kind TEXT NOT NULL CHECK (kind IN
+            ('rating', 'critique', 'correction', 'preference', 'ab_vote', 'rejection', 'undo')),
+        value TEXT,
+        annotator TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        undoes INTEGER REFERENCES events_v5(id),
+        subject TEXT,
+        meta TEXT
+    );
+    INSERT INTO events_v5(id, sample_id, kind, value, annotator, created_at, undoes, subject)
+        SELECT id, sample_id, kind, value, annotator, created_at, undoes, subject FROM events
+        ORDER BY id;
+    DROP TABLE events;
+    ALTER TABLE events_v5 RENAME TO events;
+    CREATE INDEX events_sample ON events(sample_id, annotator);
+    CREATE INDEX events_undoes ON events(undoes);
+    CREATE INDEX events_subject ON events(subject, annotator, kind);
+""" + CURRENT_EVENTS_VIEW,
 ]
 
 

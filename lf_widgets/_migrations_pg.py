@@ -1,7 +1,7 @@
 """The shared (PostgreSQL) log's schema, as numbered migrations; index i upgrades
 ``lfw_schema.version`` i -> i+1. Append, never edit.
 
-Version 1 is the SQLite log's schema 4 (:mod:`lf_widgets._migrations`) in PostgreSQL's words —
+Version 1 is the SQLite log's schema 4 (and version 2 its 5) (:mod:`lf_widgets._migrations`) in PostgreSQL's words —
 the same tables, the same ``current_events`` and ``current_adjudications`` views — plus what a
 server shared by several people needs:
 
@@ -109,4 +109,14 @@ PG_MIGRATIONS: list[str] = [
     CREATE POLICY adjudications_own ON adjudications FOR INSERT
         WITH CHECK (reviewer = current_user);
     """,
+    # 2 (the SQLite log's 5): ``events.meta`` (JSON text, nullable: a correction's provenance)
+    # and the kind ``rejection``. PostgreSQL changes a CHECK in place. ``current_events`` lists
+    # the columns it had when made (``e.*`` is expanded then), so it is replaced to show
+    # ``meta`` too; CREATE OR REPLACE (columns added at the end) keeps the annotators' grants.
+    """
+    ALTER TABLE events ADD COLUMN meta text;
+    ALTER TABLE events DROP CONSTRAINT events_kind_check;
+    ALTER TABLE events ADD CONSTRAINT events_kind_check CHECK (kind IN
+        ('rating', 'critique', 'correction', 'preference', 'ab_vote', 'rejection', 'undo'));
+""" + CURRENT_EVENTS_VIEW.replace("CREATE VIEW", "CREATE OR REPLACE VIEW"),
 ]

@@ -22,15 +22,16 @@ from typing import Any
 
 import pandas as pd
 
-from ._judgements import check_annotator, check_id, check_value, subject_of
+from ._judgements import check_annotator, check_id, check_meta, check_value, subject_of
+from .edits import edit_distance, edit_ratio
 
 __all__ = ["StoreBase", "Event", "SampleRecord", "JUDGEMENT_KINDS", "EVENT_KINDS",
            "ADJUDICATED_KINDS"]
 
 #: Judgements that describe one sample; the current value of each is shown in ``feedback()``.
 JUDGEMENT_KINDS = ("rating", "critique", "correction")
-#: Every kind of event the log accepts.
-EVENT_KINDS = JUDGEMENT_KINDS + ("preference", "ab_vote", "undo")
+#: Every kind of event the log accepts ("rejection": suggested revisions turned down, migration 5).
+EVENT_KINDS = JUDGEMENT_KINDS + ("preference", "ab_vote", "rejection", "undo")
 #: What a reviewer may settle (``adjudications``, migration 4).
 ADJUDICATED_KINDS = ("rating", "preference")
 
@@ -59,6 +60,7 @@ class Event:
     value: Any
     annotator: str
     created_at: float
+    meta: dict | None = None  # a correction's or rejection's provenance (events.meta), or None
 
 
 class StoreBase:
@@ -77,7 +79,8 @@ class StoreBase:
         return f"FeedbackStore({self.path!r})"
 
     # -- writes --------------------------------------------------------------------------------
-    def record(self, sample_id: int | None, kind: str, value: Any, annotator: str) -> Event:
+    def record(self, sample_id: int | None, kind: str, value: Any, annotator: str, *,
+               meta: Mapping[str, Any] | None = None) -> Event:
         """Append one judgement and commit it before returning.
 
         Parameters
@@ -87,17 +90,28 @@ class StoreBase:
         kind : str
             One of :data:`EVENT_KINDS` other than ``"undo"`` (use :meth:`undo`).
         value : JSON-serialisable
-            Rating 1–5, critique or correction text, or a dict for preferences and votes.
+            Rating 1–5, critique or correction text, a dict for preferences and votes, or for a
+            rejection ``{"candidates": [str, ...], "refiner": str, "critique": str}``.
         annotator : str
             Who made the judgement; must not be empty. On PostgreSQL the server refuses a name
             other than the connected role's (:class:`PermissionError`).
+        meta : dict, optional
+            Corrections and rejections only: where the judgement came from, with the keys of
+            :data:`lf_widgets._judgements.CORRECTION_META` (``via``, ``refiner``, ``critique``,
+            ``candidate``, ``propagated_from``, …) or ``REJECTION_META``; an unknown key or a
+            wrong type is a ValueError naming it. A correction's ``edit_distance`` and
+            ``edit_ratio`` to the corrected sample's text are filled in when absent, so every
+            correction of a sample carries them.
         """
         if kind not in EVENT_KINDS or kind == "undo":
             raise ValueError(f"kind must be one of {EVENT_KINDS[:-1]}, got {kind!r}")
         value = check_value(kind, value)
+        meta = check_meta(kind, meta)
         annotator = check_annotator(annotator)
         if sample_id is not None:
             sample_id = check_id(sample_id, "sample_id")
+        elif kind == "rejection":
+            raise ValueError("a rejection needs the sample_id whose suggestions it turns down")
         if kind in ("preference", "ab_vote"):
             value["other"] = check_id(value.get("other"), "the other sample")
             if value["other"] == sample_id:
@@ -107,7 +121,18 @@ class StoreBase:
                 self._require_samples([sample_id], "sample_id")
             if kind in ("preference", "ab_vote"):
                 self._require_samples([value["other"]], "the other sample")
-            return self._append(sample_id, kind, value, annotator, undoes=None)
+            if kind == "correction" and sample_id is not None:
+                meta = self._with_edit(sample_id, value, meta)
+            return self._append(sample_id, kind, value, annotator, undoes=None, meta=meta)
+
+    def _with_edit(self, sample_id: int, corrected: str, meta: dict | None) -> dict:
+        """``meta`` with the correction's edit distance and ratio to the sample's text."""
+        meta = dict(meta or {})
+        if "edit_distance" not in meta or "edit_ratio" not in meta:
+            [(original,)] = self._rows("SELECT text FROM samples WHERE id = ?", (sample_id,))[1]
+            meta.setdefault("edit_distance", edit_distance(original, corrected))
+            meta.setdefault("edit_ratio", edit_ratio(original, corrected))
+        return meta
 
     def _require_samples(self, ids: Iterable[int], what: str) -> None:
         for sid in ids:
@@ -150,16 +175,16 @@ class StoreBase:
             args = args + ids + ids
         return query, args
 
-    def _append(self, sample_id, kind, value, annotator, undoes) -> Event:
+    def _append(self, sample_id, kind, value, annotator, undoes, meta=None) -> Event:
         now = time.time()
         subject = None if kind == "undo" else subject_of(kind, sample_id, value)
         with self.atomic():
             new_id = self._insert(
-                "INSERT INTO events(sample_id, kind, value, annotator, created_at, undoes, subject)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO events(sample_id, kind, value, annotator, created_at, undoes, subject,"
+                " meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (sample_id, kind, json.dumps(value, ensure_ascii=False), annotator, now, undoes,
-                 subject))
-        return Event(new_id, sample_id, kind, value, annotator, now)
+                 subject, None if meta is None else json.dumps(meta, ensure_ascii=False)))
+        return Event(new_id, sample_id, kind, value, annotator, now, meta)
 
     def log_step(self, run_id: str, step: int, objective: str, loss: float | None,
                  metrics: Mapping[str, Any]) -> None:
@@ -243,12 +268,15 @@ class StoreBase:
         return self._frame("SELECT id, text FROM prompts ORDER BY id")
 
     def events(self, *, active_only: bool = False) -> pd.DataFrame:
-        """The raw event log; ``active_only`` drops undo events and what they cancelled."""
+        """The raw event log; ``active_only`` drops undo events and what they cancelled.
+
+        ``value`` and ``meta`` are parsed (``meta``: a dict for corrections and rejections
+        that carry one, else None)."""
         query = "SELECT * FROM events e"
         if active_only:
             query += (" WHERE kind != 'undo' AND NOT EXISTS"
                       " (SELECT 1 FROM events u WHERE u.undoes = e.id)")
-        return _typed(self._frame(query + " ORDER BY id", json_columns=("value",)))
+        return _typed(self._frame(query + " ORDER BY id", json_columns=_EVENT_JSON))
 
     def current_events(self, *, kinds: Iterable[str] | None = None,
                        sample_ids: Iterable[int] | None = None,
@@ -256,8 +284,9 @@ class StoreBase:
         """The judgements in force (the ``current_events`` view), oldest first.
 
         One row per subject (sample; pair of samples; A/B item), annotator and kind: the latest
-        such event that no undo cancelled. Optionally only some ``kinds``, judgements touching
-        ``sample_ids`` (either side of a preference or vote) or one ``annotator``.
+        such event that no undo cancelled (a rejection too: the latest per sample). Optionally
+        only some ``kinds``, judgements touching ``sample_ids`` (either side of a preference or
+        vote) or one ``annotator``. ``value`` and ``meta`` are parsed, as in :meth:`events`.
         """
         query, args = "SELECT * FROM current_events WHERE true", []
         if annotator is not None:
@@ -265,7 +294,7 @@ class StoreBase:
             args.append(annotator)
         ids = None if sample_ids is None else [int(i) for i in sample_ids]
         query, args = self._filtered(query, args, kinds, ids)
-        return _typed(self._frame(query + " ORDER BY id", args, json_columns=("value",)))
+        return _typed(self._frame(query + " ORDER BY id", args, json_columns=_EVENT_JSON))
 
     def current(self, sample_id: int, annotator: str) -> dict[str, Any]:
         """The annotator's current judgements of one sample, e.g. ``{"rating": 4}``."""
@@ -289,11 +318,15 @@ class StoreBase:
         """Current judgements: one row per sample × annotator, plus unjudged samples.
 
         Columns: sample_id, prompt, text, annotator, rating, critique, correction, judged_at,
-        model, adapter_step, source. A sample nobody judged yet has one row with annotator NaN.
+        model, adapter_step, source, correction_meta. A sample nobody judged yet has one row
+        with annotator NaN. ``correction_meta`` is the current correction's provenance (a dict
+        with at least ``edit_distance`` and ``edit_ratio`` for corrections recorded since
+        migration 5; see :meth:`record`), None without a correction.
         """
         samples = self.samples().drop(columns=["token_ids", "params", "created_at", "prompt_id"])
         ev = self.current_events(kinds=JUDGEMENT_KINDS)
         cols = ["sample_id", "annotator", *JUDGEMENT_KINDS, "judged_at"]
+        metas: dict[tuple[int, str], dict] = {}
         if ev.empty:
             current = pd.DataFrame(columns=cols)
         else:
@@ -301,12 +334,17 @@ class StoreBase:
             current = latest.pivot(index=["sample_id", "annotator"], columns="kind", values="value")
             current["judged_at"] = latest.groupby(["sample_id", "annotator"])["created_at"].max()
             current = current.reset_index().reindex(columns=cols)
+            metas = {(int(e.sample_id), e.annotator): e.meta for e in latest.itertuples()
+                     if e.kind == "correction" and isinstance(e.value, str) and e.value}
         current["sample_id"] = current["sample_id"].astype("Int64")
         current["rating"] = pd.to_numeric(current["rating"]).astype("Int64")
         out = samples.merge(current, on="sample_id", how="left")
         order = ["sample_id", "prompt", "text", "annotator", *JUDGEMENT_KINDS, "judged_at",
                  "model", "adapter_step", "source"]
         out = out[order].reset_index(drop=True)
+        out["correction_meta"] = pd.Series(  # a dict or None (never NaN), as in current_events
+            [metas.get((int(s), a)) if isinstance(a, str) else None
+             for s, a in zip(out["sample_id"], out["annotator"])], index=out.index, dtype=object)
         for col in ("prompt", "text", "annotator", "critique", "correction", "model", "source"):
             # one missing-value convention (None) so exports read back equal; an emptied
             # critique or correction means "none"
@@ -334,6 +372,9 @@ class StoreBase:
         connections.clear()
 
 
+_EVENT_JSON = ("value", "meta")  # the events columns that hold JSON
+
+
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df["undoes"] = df["undoes"].astype("Int64")
     df["sample_id"] = df["sample_id"].astype("Int64")
@@ -341,6 +382,6 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _event(row: Mapping[str, Any]) -> Event:
-    value = None if row["value"] is None else json.loads(row["value"])
+    value, meta = (None if row[c] is None else json.loads(row[c]) for c in _EVENT_JSON)
     return Event(row["id"], row["sample_id"], row["kind"], value, row["annotator"],
-                 row["created_at"])
+                 row["created_at"], meta)

@@ -1,9 +1,10 @@
 """The feedback log: one SQLite file, append-only events, every judgement committed at once.
 
-Nothing is ever overwritten. A rating, a critique, a correction, a preference or an undo is a new
-row in ``events``; the *current* judgement of a sample by an annotator is derived from the events
-(the latest one of each kind that no later ``undo`` cancelled). That makes undo, several
-annotators and an audit trail fall out of one table.
+Nothing is ever overwritten. A rating, a critique, a correction, a preference, a rejection of
+suggested revisions or an undo is a new row in ``events`` (a correction's provenance and edit
+distance in its ``meta``); the *current* judgement of a sample by an annotator is derived from
+the events (the latest one of each kind that no later ``undo`` cancelled). That makes undo,
+several annotators and an audit trail fall out of one table.
 
 The store is usable on its own (``FeedbackStore(":memory:")`` in tests) and from any thread: each
 thread opens its own connection, and one in-process lock serialises writers so that a training

@@ -182,7 +182,7 @@ def test_feedback_columns(store):
     two_samples(store)
     assert list(store.feedback().columns) == [
         "sample_id", "prompt", "text", "annotator", "rating", "critique", "correction",
-        "judged_at", "model", "adapter_step", "source"]
+        "judged_at", "model", "adapter_step", "source", "correction_meta"]
     assert isinstance(store.feedback(), pd.DataFrame)
 
 
