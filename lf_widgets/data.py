@@ -19,12 +19,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .batching import (IGNORE_INDEX, collate_kto, collate_pairs, collate_sft, length_batches,
                        padding_waste)
 from .feedback import (OBJECTIVES, CleaningReport, KTOText, PairText, SFTText, TextExamples,
-                       check_thresholds, choose_objective, prompt_of, stored_ids, text_examples)
+                       check_min_edit_ratio, check_thresholds, choose_objective, prompt_of,
+                       stored_ids, text_examples)
 from .sampling import chat_prompt_ids
 
 __all__ = ["SFTExample", "PairExample", "KTOExample", "TrainingData", "assign_kl_partners",
@@ -60,6 +61,9 @@ class SFTExample(_Example):
     completion_ids: tuple[int, ...]  # ends with the end-of-turn token unless truncated
     sample_id: int  # the judged sample (for a correction: the sample it corrects)
     source: str  # "rating" | "correction"
+    # A correction's provenance (feedback.correction_provenance: via, refiner, critique,
+    # edit_distance, ...); None for examples from ratings and for examples built by hand
+    meta: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class PairExample(_Example):
     chosen_sample_id: int | None  # None when the chosen text is a correction, not a stored sample
     rejected_sample_id: int  # the sample it beat
     source: str  # "ratings" | "correction" | "preference"
+    # The chosen correction's provenance; None for pairs from ratings and preferences
+    meta: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     _KEYED: ClassVar[tuple[str, ...]] = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
@@ -89,6 +95,8 @@ class KTOExample(_Example):
     # Another prompt's completion, fixed per example, for KTO's KL estimate (assign_kl_partners);
     # () for examples built by hand: collate_kto then pairs them within the batch, as TRL does
     kl_completion_ids: tuple[int, ...] = field(default=(), compare=False)  # derived, not identity
+    # A correction's provenance; None for examples from ratings
+    meta: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def assign_kl_partners(examples: Sequence[KTOExample]) -> list[KTOExample]:
@@ -196,9 +204,10 @@ class _Tokens:
         if (fitted := self.fit(objective, pids, completion)) is None:
             return
         if objective == "sft":
-            ex = SFTExample(e.prompt, pids, fitted[0], e.sample_id, e.source)
+            ex = SFTExample(e.prompt, pids, fitted[0], e.sample_id, e.source, meta=e.meta)
             return self.keep("sft", ex, ex.key)
-        ex = KTOExample(e.prompt, pids, fitted[0], e.desirable, e.sample_id, e.source)
+        ex = KTOExample(e.prompt, pids, fitted[0], e.desirable, e.sample_id, e.source,
+                        meta=e.meta)
         self.keep("kto", ex, (ex.key, e.desirable))
 
     def add_pair(self, e: PairText) -> None:
@@ -212,7 +221,7 @@ class _Tokens:
         if fitted[0] == fitted[1]:
             return self.drop("dpo", "identical pair")  # other texts, same ids (or cut alike)
         ex = PairExample(e.prompt, pids, *fitted, e.chosen_sample_id, e.rejected_sample_id,
-                         e.source)
+                         e.source, meta=e.meta)
         self.keep("dpo", ex, ex.key)
 
 
@@ -247,7 +256,10 @@ def tokenize_examples(texts: TextExamples, tokenizer, *, max_length: int = 512,
     _check_fit(max_length, overlong)
     data = TrainingData(dropped_by={o: Counter(texts.dropped_by[o]) for o in OBJECTIVES},
                         unpaired=Counter(texts.unpaired), min_good=texts.min_good,
-                        max_bad=texts.max_bad)
+                        max_bad=texts.max_bad, corrections=Counter(texts.corrections),
+                        rejections=texts.rejections,
+                        rejected_suggestions=texts.rejected_suggestions,
+                        min_edit_ratio=texts.min_edit_ratio)
     b = _Tokens(tokenizer, max_length, overlong, data)
     for e in texts.sft + texts.kto:
         b.add_single(e)
@@ -259,7 +271,7 @@ def tokenize_examples(texts: TextExamples, tokenizer, *, max_length: int = 512,
 
 def build_examples(store, tokenizer, *, max_length: int = 512, overlong: str = "truncate",
                    min_good: float = 4, max_bad: float = 2,
-                   truncated_targets: bool = False) -> TrainingData:
+                   truncated_targets: bool = False, min_edit_ratio: float = 0.0) -> TrainingData:
     """Turn the current feedback in ``store`` into SFT, DPO and KTO examples.
 
     Parameters
@@ -278,16 +290,22 @@ def build_examples(store, tokenizer, *, max_length: int = 512, overlong: str = "
         A mean rating ≥ ``min_good`` makes a good example, ≤ ``max_bad`` a bad one.
     truncated_targets : bool
         Let samples cut off at ``max_new_tokens`` be targets (see :mod:`lf_widgets.feedback`).
+    min_edit_ratio : float
+        Edit-aware pairs (``TrainConfig.min_edit_ratio``): a correction that changed less than
+        this share of the characters gives no DPO pair (dropped as "tiny edit"); SFT and KTO
+        keep it. 0 (default): every correction gives its pair, as before.
 
     Returns
     -------
     TrainingData
-        ``.sft``, ``.pairs``, ``.kto``, and counts of what was dropped or cut, and why.
+        ``.sft``, ``.pairs``, ``.kto`` (examples from corrections carry their provenance in
+        ``.meta``), and counts of what was dropped or cut, and why.
     """
     _check_fit(max_length, overlong)  # every option checked before any work
     check_thresholds(min_good, max_bad)
+    check_min_edit_ratio(min_edit_ratio)
     texts = text_examples(store, min_good=min_good, max_bad=max_bad,
-                          truncated_targets=truncated_targets)
+                          truncated_targets=truncated_targets, min_edit_ratio=min_edit_ratio)
     return tokenize_examples(texts, tokenizer, max_length=max_length, overlong=overlong)
 
 

@@ -14,6 +14,14 @@ TRL treats a whole dataset as one form, so the two are never mixed (``chat=`` fo
 OpenAI files carry only their schema's keys, and never an empty user turn (OpenAI's format check
 rejects one): examples without a prompt are left out, and :class:`ExportResult` counts them.
 
+Provenance: TRL records (JSONL files, ``to_dataset``, the training hand-off) carry who judged
+(``annotators``), the critiques, the ``source`` and, for examples from a correction,
+``correction_meta``: how it was written (``via``: typed, revision, edited_revision,
+propagated), its ``refiner``, ``critique``, ``candidate``, ``edit_distance`` / ``edit_ratio``,
+``propagated_from`` … (:data:`CORRECTION_COLUMNS`, every key present, None where it does not
+apply, so a dataset has one schema); None for examples from ratings and preferences. OpenAI
+records have no room for it (their schema only).
+
 Files are written through :func:`lf_widgets._files.atomic_file`: never half written, mode 0600.
 
 PII: :func:`scrub_text` replaces e-mail addresses and phone numbers (and any extra patterns) with
@@ -32,11 +40,15 @@ from pathlib import Path
 from typing import Any
 
 from ._files import atomic_file
+from ._judgements import CORRECTION_META
 from .feedback import KTOText, PairText, TextExamples, choose_objective, text_examples
 
-__all__ = ["EXPORT_FORMATS", "NO_PROMPT", "ScrubConfig", "ScrubReport", "ExportResult",
-           "scrub_text", "build_records", "training_records", "export_training", "write_jsonl",
-           "to_dataset"]
+__all__ = ["EXPORT_FORMATS", "NO_PROMPT", "CORRECTION_COLUMNS", "ScrubConfig", "ScrubReport",
+           "ExportResult", "scrub_text", "build_records", "training_records", "export_training",
+           "write_jsonl", "to_dataset"]
+
+#: The keys of a TRL record's ``correction_meta``: the log's correction meta and the event id.
+CORRECTION_COLUMNS = (*CORRECTION_META, "correction_event")
 
 EXPORT_FORMATS = ("trl-sft", "trl-dpo", "trl-kto", "openai-sft", "openai-dpo")
 _OBJECTIVE = {"trl-sft": "sft", "trl-dpo": "dpo", "trl-kto": "kto", "openai-sft": "sft",
@@ -170,6 +182,11 @@ class _Form:
     def critiques(self, sample_id: int | None) -> list[str]:
         return list(self.texts.critiques.get(sample_id, ()))
 
+    @staticmethod
+    def correction(e) -> dict | None:
+        """A correction's provenance with every key of :data:`CORRECTION_COLUMNS`, or None."""
+        return None if e.meta is None else {k: e.meta.get(k) for k in CORRECTION_COLUMNS}
+
     def trl(self, e) -> dict:
         """A TRL record with its metadata columns."""
         if isinstance(e, PairText):
@@ -178,11 +195,13 @@ class _Form:
                     "rejected": self.bot(e.rejected), "chosen_sample_id": ids[0],
                     "rejected_sample_id": ids[1], "chosen_critiques": self.critiques(ids[0]),
                     "rejected_critiques": self.critiques(ids[1]), "source": e.source,
-                    "annotators": self.texts.annotators_of(*ids)}
+                    "annotators": self.texts.annotators_of(*ids),
+                    "correction_meta": self.correction(e)}
         label = {"label": bool(e.desirable)} if isinstance(e, KTOText) else {}
         return {"prompt": self.user(e.prompt), "completion": self.bot(e.completion), **label,
                 "sample_id": e.sample_id, "critiques": self.critiques(e.sample_id),
-                "source": e.source, "annotators": self.texts.annotators_of(e.sample_id)}
+                "source": e.source, "annotators": self.texts.annotators_of(e.sample_id),
+                "correction_meta": self.correction(e)}
 
     def openai(self, e) -> dict:
         """An OpenAI record: only its schema's keys."""
@@ -252,7 +271,8 @@ def _records(store, kind: str, scrub, options: dict) -> tuple[list[dict], ScrubR
 
 def training_records(store, kind: str, *, scrub: bool | ScrubConfig | None = None,
                      chat: bool | None = None, min_good: float = 4, max_bad: float = 2,
-                     truncated_targets: bool = False) -> tuple[list[dict], ScrubReport]:
+                     truncated_targets: bool = False, min_edit_ratio: float = 0.0
+                     ) -> tuple[list[dict], ScrubReport]:
     """The current feedback as training records of one format.
 
     Parameters
@@ -261,9 +281,11 @@ def training_records(store, kind: str, *, scrub: bool | ScrubConfig | None = Non
     kind : {"trl-sft", "trl-dpo", "trl-kto", "openai-sft", "openai-dpo"}
         TRL records carry metadata columns too: ``sample_id`` (DPO: ``chosen_sample_id``, None
         for a correction, and ``rejected_sample_id``), ``source``, ``annotators`` (everyone with
-        a current judgement of the sample(s)) and ``critiques`` (DPO: ``chosen_critiques``,
-        ``rejected_critiques``). OpenAI records have only their schema's keys, and examples
-        without a prompt are left out of them (see :func:`export_training` for the count).
+        a current judgement of the sample(s)), ``critiques`` (DPO: ``chosen_critiques``,
+        ``rejected_critiques``) and ``correction_meta`` (a correction's provenance, keys
+        :data:`CORRECTION_COLUMNS`; None otherwise). OpenAI records have only their schema's
+        keys, and examples without a prompt are left out of them (see :func:`export_training`
+        for the count).
     scrub : bool or ScrubConfig, optional
         ``True`` scrubs e-mails and phones from every text field; a config says what to scrub.
     chat : bool, optional
@@ -273,6 +295,9 @@ def training_records(store, kind: str, *, scrub: bool | ScrubConfig | None = Non
         Rating thresholds, as in :func:`lf_widgets.data.build_examples`.
     truncated_targets : bool
         Let samples cut off at ``max_new_tokens`` be targets (by default they are not).
+    min_edit_ratio : float
+        Leave out DPO pairs from corrections that changed less than this share of the
+        characters, as training does with ``TrainConfig.min_edit_ratio``.
 
     Returns
     -------
@@ -280,7 +305,7 @@ def training_records(store, kind: str, *, scrub: bool | ScrubConfig | None = Non
         The records, in the order training builds its examples, and what scrubbing replaced.
     """
     texts = text_examples(store, min_good=min_good, max_bad=max_bad,
-                          truncated_targets=truncated_targets)
+                          truncated_targets=truncated_targets, min_edit_ratio=min_edit_ratio)
     records, report, _ = build_records(texts, kind, scrub=scrub, chat=chat)
     return records, report
 
@@ -311,7 +336,8 @@ def export_training(store, kind: str, path: str | os.PathLike, *,
     """Write the records of :func:`training_records` as JSONL (UTF-8), atomically.
 
     The file is written beside ``path`` and renamed, so ``path`` never holds half a file; it is
-    private (0600). ``options`` are ``chat``, ``min_good``, ``max_bad`` and ``truncated_targets``.
+    private (0600). ``options`` are ``chat``, ``min_good``, ``max_bad``, ``truncated_targets``
+    and ``min_edit_ratio``.
 
     Raises
     ------

@@ -6,8 +6,14 @@ the **mean of its annotators' current ratings**, so one harsh and one kind annot
 middle: mean ≥ ``min_good`` → SFT target and KTO desirable; ≤ ``max_bad`` → KTO undesirable; two
 samples of one prompt with different means → a DPO pair (higher ≻ lower, every such pair).
 Samples without a prompt (imports) are never paired by rating: nothing says they answer the same
-question. A correction → SFT target, DPO pair (correction ≻ original) and KTO desirable. A
-preference "a"/"b" → DPO pair; "tie" and "both_bad" give none and are counted.
+question. A correction → SFT target, DPO pair (correction ≻ original) and KTO desirable,
+however it was written: typed, an accepted or edited suggested revision, or an edit propagated
+from another correction (its ``meta["via"]``; the examples carry that provenance in ``meta``,
+and exports write it). With ``min_edit_ratio`` > 0 a correction that changed less than that
+share of the characters gives no DPO pair ("tiny edit": the two sides differ by a few
+characters, a weak preference); its SFT and KTO examples stay. A rejection (suggested revisions
+turned down) is no example of anything; the cleaning summary counts it. A preference "a"/"b" →
+DPO pair; "tie" and "both_bad" give none and are counted.
 
 Several judges of a pair: the majority's choice (ties left out; a draw is "no majority"). A
 reviewer's adjudication goes first: **adjudication > mean of ratings**, **adjudication >
@@ -33,16 +39,26 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 
-__all__ = ["OBJECTIVES", "CUT_OFF", "SFTText", "PairText", "KTOText", "TextExamples",
-           "CleaningReport", "text_examples", "choose_objective", "check_thresholds",
-           "prompt_of", "stored_ids"]
+from ._judgements import CORRECTION_VIAS
+from .edits import edit_distance, edit_ratio
+
+__all__ = ["OBJECTIVES", "CUT_OFF", "TINY_EDIT", "SFTText", "PairText", "KTOText",
+           "TextExamples", "CleaningReport", "text_examples", "choose_objective",
+           "check_thresholds", "check_min_edit_ratio", "correction_provenance", "prompt_of",
+           "stored_ids"]
 
 OBJECTIVES = ("sft", "dpo", "kto")
 CUT_OFF = "cut off at max_new_tokens"  # the drop reason of truncated samples, as summaries show it
+TINY_EDIT = "tiny edit"  # the drop reason of correction pairs below min_edit_ratio
+# How the summary names corrections by their meta["via"]: (one, several)
+_VIA_NAMES = {"typed": ("typed", "typed"),
+              "revision": ("accepted revision", "accepted revisions"),
+              "edited_revision": ("edited revision", "edited revisions"),
+              "propagated": ("propagated", "propagated")}
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,8 @@ class SFTText:
     # The sample's stored ids when the completion is its own text (what the person judged, so
     # training uses them as they are); None for corrections and imports: tokenise the text.
     token_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
+    # A correction's provenance (correction_provenance); None for examples from ratings
+    meta: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,8 @@ class PairText:
     source: str  # "ratings" | "correction" | "preference"
     chosen_token_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
     rejected_token_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
+    # The chosen correction's provenance; None for pairs from ratings and preferences
+    meta: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -82,10 +102,23 @@ class KTOText:
     sample_id: int  # the judged sample (for a correction: the sample it corrects)
     source: str = "rating"  # "rating" | "correction"
     token_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
+    # A correction's provenance; None for examples from ratings
+    meta: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _fmt(counter: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {n}" for k, n in counter.items())
+
+
+def _fmt_vias(counter: Mapping[str, int]) -> str:
+    """E.g. "3 typed, 5 accepted revisions, 2 propagated"."""
+    order = [v for v in CORRECTION_VIAS if counter.get(v)] + \
+        [v for v in counter if v not in CORRECTION_VIAS and counter[v]]
+    return ", ".join(f"{counter[v]} {_VIA_NAMES.get(v, (v, v))[counter[v] != 1]}" for v in order)
+
+
+def _via(example) -> str:
+    return (example.meta or {}).get("via", "typed")
 
 
 @dataclass(repr=False, kw_only=True)
@@ -99,6 +132,11 @@ class CleaningReport:
     unpaired: Counter = field(default_factory=Counter)  # "tie" / "both_bad" preferences: no pair
     min_good: float = 4  # thresholds used, for messages
     max_bad: float = 2
+    # Corrections in force, by how they were written (meta "via": typed, revision, ...)
+    corrections: Counter = field(default_factory=Counter)
+    rejections: int = 0  # samples whose suggested revisions were turned down (current rejections)
+    rejected_suggestions: int = 0  # the candidates those rejections turned down
+    min_edit_ratio: float = 0.0  # pairs from corrections changing less were dropped ("tiny edit")
 
     @property
     def dropped(self) -> Counter:
@@ -110,30 +148,45 @@ class CleaningReport:
         return {"sft": self.sft, "dpo": self.pairs, "kto": self.kto}[objective]
 
     def summary(self) -> pd.DataFrame:
-        """One row per objective: examples, sources, truncated, dropped (total and per reason)."""
+        """One row per objective: examples, sources, truncated, dropped (total and per reason).
+
+        When the log holds corrections, ``corrections`` says how that objective's examples from
+        corrections were written ("3 typed, 5 accepted revisions, 2 propagated"); when it holds
+        rejections, ``rejected suggestions`` counts the suggested revisions turned down (no
+        example of any objective: the same number on each row).
+        """
         cut = getattr(self, "truncated", Counter())  # examples cut to max_length (tokens only)
         rows = {}
         for name, sources in (("sft", Counter(e.source for e in self.sft)),
                               ("dpo", Counter(e.source for e in self.pairs)),
                               ("kto", Counter("desirable" if e.desirable else "undesirable"
                                               for e in self.kto))):
+            vias = Counter(_via(e) for e in self.of(name) if e.source == "correction")
             rows[name] = {"examples": sum(sources.values()), "sources": _fmt(sources),
+                          **({"corrections": _fmt_vias(vias)} if self.corrections else {}),
                           "truncated": cut[name],
                           "dropped": sum(self.dropped_by[name].values()),
                           **{f"dropped: {r}": n for r, n in self.dropped_by[name].items()},
                           **({f"no pair: {c}": n for c, n in self.unpaired.items()}
-                             if name == "dpo" else {})}
+                             if name == "dpo" else {}),
+                          **({"rejected suggestions": self.rejected_suggestions}
+                             if self.rejections else {})}
         df = pd.DataFrame.from_dict(rows, orient="index").rename_axis("objective")
-        counts = [c for c in df.columns if c != "sources"]
+        counts = [c for c in df.columns if c not in ("sources", "corrections")]
         df[counts] = df[counts].fillna(0).astype(int)
         return df
 
     def __repr__(self) -> str:
         good = sum(e.desirable for e in self.kto)
-        extra = {"dropped": self.dropped, "no pair": self.unpaired}
+        # corrections only when some were not typed: all typed is what a correction always was
+        vias = _fmt_vias(self.corrections) if set(self.corrections) - {"typed"} else ""
+        rejected = (f"{self.rejected_suggestions} ({self.rejections} "
+                    f"sample{'s' * (self.rejections != 1)})") if self.rejections else ""
+        extra = {"dropped": _fmt(self.dropped), "no pair": _fmt(self.unpaired),
+                 "corrections": vias, "rejected suggestions": rejected}
         return (f"{type(self).__name__}(sft={len(self.sft)}, pairs={len(self.pairs)}, "
                 f"kto={len(self.kto)} ({good} desirable, {len(self.kto) - good} undesirable)"
-                + "".join(f"; {k}: {_fmt(c)}" for k, c in extra.items() if c) + ")")
+                + "".join(f"; {k}: {c}" for k, c in extra.items() if c) + ")")
 
 
 @dataclass(repr=False)
@@ -157,6 +210,32 @@ def check_thresholds(min_good: float, max_bad: float) -> None:
     """A ValueError unless ``max_bad < min_good``."""
     if not max_bad < min_good:
         raise ValueError(f"need max_bad < min_good, got max_bad={max_bad}, min_good={min_good}")
+
+
+def check_min_edit_ratio(min_edit_ratio: float) -> float:
+    """``min_edit_ratio`` as a float, or a ValueError unless it is a number in [0, 1]."""
+    if isinstance(min_edit_ratio, bool) or not isinstance(min_edit_ratio, (int, float)) \
+            or not 0 <= min_edit_ratio <= 1:
+        raise ValueError(f"min_edit_ratio must be a number from 0 to 1 (a share of the "
+                         f"characters changed), got {min_edit_ratio!r}")
+    return float(min_edit_ratio)
+
+
+def correction_provenance(event, original: str) -> dict[str, Any]:
+    """Where a correction came from, as examples and exports carry it.
+
+    ``event`` is a row of ``store.current_events()`` (``id``, ``value``, ``meta``) and
+    ``original`` the corrected sample's text. The event's meta (keys of
+    :data:`lf_widgets._judgements.CORRECTION_META`) with ``via`` "typed" when it names none,
+    ``edit_distance`` / ``edit_ratio`` computed when the log lacks them (corrections written
+    before migration 5, or imported), and ``correction_event``: the event's id.
+    """
+    meta = {"via": "typed", **(event.meta if isinstance(event.meta, Mapping) else {})}
+    if "edit_distance" not in meta or "edit_ratio" not in meta:
+        meta.setdefault("edit_distance", edit_distance(original, event.value))
+        meta.setdefault("edit_ratio", edit_ratio(original, event.value))
+    meta["correction_event"] = int(event.id)
+    return meta
 
 
 def prompt_of(sample_row) -> str:
@@ -212,30 +291,35 @@ class _Collector:
         self._seen[objective].add(key)
         self.out.of(objective).append(example)
 
-    def add_single(self, prompt: str, a: _Answer, source: str, desirable: bool | None = None):
+    def add_single(self, prompt: str, a: _Answer, source: str, desirable: bool | None = None,
+                   meta: dict | None = None):
         """An SFT example (``desirable`` None) or a KTO one."""
         # An empty or cut-off answer is a fine *undesirable* example, but no target.
         if desirable is None:
             if self._target("sft", a):
-                self._keep("sft", SFTText(prompt, a.text, a.sample_id, source, a.token_ids),
+                self._keep("sft", SFTText(prompt, a.text, a.sample_id, source, a.token_ids, meta),
                            (prompt, a.text))
         elif desirable is False or self._target("kto", a):
-            self._keep("kto", KTOText(prompt, a.text, desirable, a.sample_id, source, a.token_ids),
+            self._keep("kto", KTOText(prompt, a.text, desirable, a.sample_id, source, a.token_ids,
+                                      meta),
                        (prompt, a.text, desirable))
 
-    def add_pair(self, prompt: str, chosen: _Answer, rejected: _Answer, source: str) -> None:
+    def add_pair(self, prompt: str, chosen: _Answer, rejected: _Answer, source: str,
+                 meta: dict | None = None) -> None:
         if not chosen.text.strip():  # cut-off sides are fine in a pair (see the module docstring)
             return self.drop("dpo", "empty completion")
         if chosen.text.strip() == rejected.text.strip():
             return self.drop("dpo", "identical pair")  # e.g. a "correction" that changed nothing
+        if meta is not None and meta["edit_ratio"] < self.out.min_edit_ratio:
+            return self.drop("dpo", TINY_EDIT)  # a few characters apart: a weak preference
         self._keep("dpo", PairText(prompt, chosen.text, rejected.text, chosen.sample_id,
                                    rejected.sample_id, source, chosen.token_ids,
-                                   rejected.token_ids),
+                                   rejected.token_ids, meta),
                    (prompt, chosen.text, rejected.text))
 
 
 def text_examples(store, *, min_good: float = 4, max_bad: float = 2,
-                  truncated_targets: bool = False) -> TextExamples:
+                  truncated_targets: bool = False, min_edit_ratio: float = 0.0) -> TextExamples:
     """Turn the current feedback in ``store`` into text-level SFT, DPO and KTO examples.
 
     Parameters
@@ -246,24 +330,33 @@ def text_examples(store, *, min_good: float = 4, max_bad: float = 2,
         A mean rating ≥ ``min_good`` makes a good example, ≤ ``max_bad`` a bad one.
     truncated_targets : bool
         Let samples cut off at ``max_new_tokens`` be targets too (SFT, KTO desirable, chosen).
+    min_edit_ratio : float
+        Edit-aware pairs: a correction whose edit ratio (characters changed over the longer
+        text's length, in [0, 1]) is below this gives no DPO pair (dropped as
+        :data:`TINY_EDIT`); its SFT and KTO examples stay. 0 (default) keeps every pair.
 
     Returns
     -------
     TextExamples
-        ``.sft``, ``.pairs``, ``.kto``, what was dropped and why, and who judged what.
+        ``.sft``, ``.pairs``, ``.kto``, what was dropped and why, who judged what, and the
+        corrections by provenance and the rejections (:meth:`CleaningReport.summary`).
     """
     check_thresholds(min_good, max_bad)
+    min_edit_ratio = check_min_edit_ratio(min_edit_ratio)
     samples = {int(r.sample_id): r for r in store.samples().itertuples(index=False)}
     events = store.current_events()
     events = events[events["sample_id"].notna()]
     events = events[events["sample_id"].astype(int).isin(set(samples))]
-    out = TextExamples(min_good=min_good, max_bad=max_bad)
+    out = TextExamples(min_good=min_good, max_bad=max_bad, min_edit_ratio=min_edit_ratio)
     c = _Collector(samples, truncated_targets, out)
     by_kind = {k: list(g.itertuples(index=False)) for k, g in events.groupby("kind", sort=False)}
     settled = {(a.kind, a.subject): a.value for a in store.adjudications().itertuples()}
     _from_ratings(c, by_kind.get("rating", []), settled)
     _from_corrections(c, by_kind.get("correction", []))
     _from_preferences(c, by_kind.get("preference", []), settled)
+    rejections = [e for e in by_kind.get("rejection", []) if isinstance(e.value, Mapping)]
+    out.rejections = len(rejections)
+    out.rejected_suggestions = sum(len(e.value.get("candidates", ())) for e in rejections)
     out.annotators, out.critiques = _provenance(events)
     return out
 
@@ -299,10 +392,12 @@ def _from_corrections(c: _Collector, events: list) -> None:
         if not isinstance(e.value, str) or not e.value.strip():
             continue  # an emptied correction means "no correction"
         sid = int(e.sample_id)
-        prompt, fixed = c.prompt(sid), _Answer(e.value, sid, None, False)
-        c.add_single(prompt, fixed, "correction")
-        c.add_pair(prompt, fixed._replace(sample_id=None), c.answer(sid), "correction")
-        c.add_single(prompt, fixed, "correction", desirable=True)
+        prompt, fixed, original = c.prompt(sid), _Answer(e.value, sid, None, False), c.answer(sid)
+        meta = correction_provenance(e, original.text)
+        c.out.corrections[meta["via"]] += 1
+        c.add_single(prompt, fixed, "correction", meta=meta)
+        c.add_pair(prompt, fixed._replace(sample_id=None), original, "correction", meta=meta)
+        c.add_single(prompt, fixed, "correction", desirable=True, meta=meta)
 
 
 def _from_preferences(c: _Collector, events: list, settled: dict) -> None:

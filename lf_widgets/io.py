@@ -11,9 +11,10 @@ What an import accepts
 - Columns (spaces around names and case do not matter): ``text``/``生成文本`` and
   ``rating``/``评分`` are required; ``annotator``/``user_id``/``用户ID``, ``prompt``/``提示``,
   ``critique``/``批评``, ``correction``/``修正`` and ``truncated`` are optional. The columns our
-  exports add (``sample_id``, ``judged_at``, ``model``, ``adapter_step``, ``source``) are
-  ignored. Any other column is an error naming the closest known one, unless
-  ``extra_columns="ignore"``.
+  exports add (``sample_id``, ``judged_at``, ``model``, ``adapter_step``, ``source``, and
+  ``correction_meta`` of JSONL and Parquet files) are ignored: an import brings judgements,
+  and the log computes a correction's edit distance itself. Any other column is an error
+  naming the closest known one, unless ``extra_columns="ignore"``.
 - Text fields hold text: a number, list, object, boolean or bytes there (a JSONL value, a
   Parquet or DataFrame column of ints or bytes, a numeric annotator) is an error. A cell holds
   at most :data:`MAX_CELL_CHARS` characters (1 Mi). Control characters other than tab, newline
@@ -34,6 +35,7 @@ What an import accepts
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,10 @@ __all__ = ["FeedbackImportError", "ImportResult", "import_feedback", "export_fee
 
 EXPORT_KINDS = ("csv", "jsonl", "parquet")
 _JUDGEMENTS = ("rating", "critique", "correction")
+# A correction's provenance (FeedbackStore.feedback): JSON text in JSONL and Parquet (exact:
+# pandas' JSON writer rounds floats to 10 digits, and Parquet would make one struct of dicts
+# with different keys), not in CSV (the seed's columns, unchanged)
+_META_COLUMN = "correction_meta"
 
 
 class ImportResult(int):
@@ -123,6 +129,7 @@ def import_feedback(store: FeedbackStore, source: str | os.PathLike | pd.DataFra
         raise ValueError(f"extra_columns must be one of {checks.EXTRA_COLUMNS}, "
                          f"got {extra_columns!r}")
     name, header, rows = _read(source)  # parsing and checks hold no lock on the log
+    header = [h for h in header if h.strip().casefold() != _META_COLUMN]  # ours: ignored
     columns = checks.map_columns(name, header, extra_columns)
     parsed = [_parse_row(row, columns, default_annotator) for row in rows]
     if not parsed:
@@ -190,9 +197,16 @@ def export_feedback(df: pd.DataFrame, kind: str, path: str | os.PathLike) -> Pat
     quotes before such a character gets one more, so :func:`read_feedback` and
     :func:`import_feedback` remove exactly one and read the original back. JSONL and Parquet
     keep the exact text. :func:`read_feedback` reads any of them back.
+
+    ``correction_meta`` (a correction's provenance) is written to JSONL and Parquet, not to CSV,
+    whose columns stay those of the seed's files.
     """
     if kind not in EXPORT_KINDS:
         raise ValueError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}")
+    if _META_COLUMN in df.columns:
+        df = df.drop(columns=_META_COLUMN) if kind == "csv" else df.assign(**{_META_COLUMN: [
+            json.dumps(m, ensure_ascii=False) if isinstance(m, dict) else None
+            for m in df[_META_COLUMN]]})
     with atomic_file(path) as tmp:
         if kind == "csv":
             # RFC 4180 line ends: the csv writer quotes a field holding any character of
@@ -239,4 +253,8 @@ def read_feedback(path: str | os.PathLike) -> pd.DataFrame:
             df[col] = df[col].astype(object).where(df[col].notna(), None)
         elif col == "judged_at":
             df[col] = pd.to_numeric(df[col]).astype(float)
+        elif col == _META_COLUMN:  # JSON text, or missing
+            df[col] = pd.Series([json.loads(m) if isinstance(m, str) else
+                                 m if isinstance(m, dict) else None for m in df[col]],
+                                index=df.index, dtype=object)
     return df

@@ -104,7 +104,8 @@ def test_undo_and_plain_form(tmp_path):
         store.undo("ann")  # y's rating is gone
         records, _ = training_records(store, "trl-sft")
         assert records == [{"prompt": "", "completion": "Fine answer.", "sample_id": x,
-                            "source": "rating", "annotators": ["ann"], "critiques": []}]
+                            "source": "rating", "annotators": ["ann"], "critiques": [],
+                            "correction_meta": None}]
         chat, _ = training_records(store, "trl-sft", chat=True)
         assert chat[0]["prompt"] == user("") and chat[0]["completion"] == bot("Fine answer.")
         with pytest.raises(ValueError, match="DPO needs preference pairs"):
