@@ -1,7 +1,9 @@
 """Blind A/B tests: samples from two contenders, sides shuffled per item, votes in the log.
 
 A contender is ``"base"`` (the adapter disabled: no second copy of the model), ``"tuned"`` (the
-current adapter) or the path of a saved adapter / checkpoint folder. Which side shows which
+current adapter), ``"tuned+goal"`` (the current adapter, generating conditioned on the goal:
+``goal=`` of the test, else ``Session.goal``; experimental, see :mod:`lf_widgets.critique_data`)
+or the path of a saved adapter / checkpoint folder. Only "tuned+goal" generates with a goal. Which side shows which
 contender lives only here, in the kernel, and in the votes written to the log — never in a
 widget's state — until the person asks for the reveal.
 """
@@ -20,7 +22,10 @@ from .evaluation import ABResult, ab_summary
 from .sampling import SamplingConfig
 from .panels._pair import PairItem
 
-__all__ = ["ABTest", "start_test", "assign_sides", "votes_frame", "summarise", "contenders_of"]
+__all__ = ["ABTest", "start_test", "assign_sides", "votes_frame", "summarise", "contenders_of",
+           "TUNED_GOAL"]
+
+TUNED_GOAL = "tuned+goal"  # the contender spec: the tuned adapter with the goal
 
 
 @dataclass
@@ -56,16 +61,24 @@ def assign_sides(n_items: int, contenders: tuple[str, str], rng: random.Random) 
 
 
 def start_test(start_generation, prompts: Sequence[str], n: int, contenders: tuple[str, str],
-               config: SamplingConfig, seed: int | None = None) -> ABTest:
+               config: SamplingConfig, seed: int | None = None, *,
+               goal: str | None = None) -> ABTest:
     """Start generating one sample per contender for each prompt × n; returns the test at once.
 
     ``start_generation`` is :meth:`lf_widgets.Session.start_generation`. Prompts go in chunks of
     ``config.batch_size``, each chunk for both contenders in turn, so items become complete
     (and votable) while later ones are still being written. An item joins ``test.items`` only
-    once both of its answers are stored: nothing about sides is shown before.
+    once both of its answers are stored: nothing about sides is shown before. ``goal`` (else
+    ``config.goal``, else the Session's ``goal``) is used by the "tuned+goal" contender only.
     """
     if len(contenders) != 2 or contenders[0] == contenders[1]:
         raise ValueError(f"models must name two different contenders, got {contenders!r}")
+    if goal is None:
+        session = getattr(start_generation, "__self__", None)  # the Session of the bound method
+        goal = config.goal if config.goal is not None else getattr(session, "goal", None)
+    if TUNED_GOAL in contenders and goal is None:
+        raise ValueError(f"contender {TUNED_GOAL!r} needs a goal: set session.goal = \"...\" "
+                         "(the feedback a good answer would get), or pass goal=\"...\"")
     test = ABTest(uuid.uuid4().hex[:12], tuple(contenders))
     repeated = [p for p in prompts for _ in range(n)]
     rng = random.Random(seed) if seed is not None else random.SystemRandom()
@@ -87,8 +100,9 @@ def start_test(start_generation, prompts: Sequence[str], n: int, contenders: tup
     for offset in range(0, len(repeated), config.batch_size):
         chunk = repeated[offset:offset + config.batch_size]
         for name in contenders:
-            test.requests.append(start_generation(
-                chunk, 1, config=config, contender=name, label="ab_test",
+            test.requests.append(start_generation(  # goal= always given: only one side has it
+                chunk, 1, config=config, contender="tuned" if name == TUNED_GOAL else name,
+                goal=goal if name == TUNED_GOAL else None, label="ab_test",
                 params={"contender": name, "ab_test": test.test_id},
                 on_sample=lambda slot, sample, name=name, offset=offset:
                     arrived(name, offset, slot, sample)))

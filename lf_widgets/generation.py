@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers.generation.streamers import BaseStreamer
 
+from .critique_data import goal_prompt
 from .sampling import Completion, SamplingConfig, chat_prompt_ids, check_count
 
-__all__ = ["SamplingConfig", "Completion", "chat_prompt_ids", "stream_completions", "pad_id",
-           "stop_ids"]
+__all__ = ["SamplingConfig", "Completion", "chat_prompt_ids", "generation_prompt_ids",
+           "stream_completions", "pad_id", "stop_ids"]
 
 OnSample = Callable[[int, Completion], None]  # (slot, finished completion)
 OnPartial = Callable[[int, str], None]  # (slot, text so far)
@@ -37,6 +38,16 @@ def stop_ids(model, tokenizer) -> set[int]:
     eos = model.generation_config.eos_token_id
     eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
     return {t for t in eos + [tokenizer.eos_token_id] if t is not None}
+
+
+def generation_prompt_ids(tokenizer, prompt: str, goal: str | None = None) -> list[int]:
+    """The ids a local generation starts from: ``prompt`` as the user turn — with ``goal``, first
+    put through ``critique_data.HINDSIGHT_TEMPLATE`` — plus the assistant header.
+
+    The one place a goal enters a prompt, for every local generation path; the sample keeps the
+    person's ``prompt`` text (the goal is in its params).
+    """
+    return chat_prompt_ids(tokenizer, goal_prompt(prompt, goal))
 
 
 def _left_pad(rows: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +129,8 @@ def stream_completions(model, tokenizer, prompts: Sequence[str], n: int = 4,
 
         streamer = _RowStreamer(finish, stop, partial if on_partial else None, partial_every_s,
                                 check)
-        ids, mask = _left_pad([chat_prompt_ids(tokenizer, p) for p in batch], pad)
+        ids, mask = _left_pad([generation_prompt_ids(tokenizer, p, config.goal) for p in batch],
+                              pad)
         with torch.inference_mode():
             if config.seed is not None:
                 torch.manual_seed(config.seed)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["DPOOutput", "KTOOutput", "dpo_loss", "kto_kl_estimate", "kto_loss", "selective_logps",
-           "sequence_logps", "sft_loss"]
+           "sequence_logps", "sft_loss", "weighted_nll"]
 
 
 def selective_logps(logits: Tensor, labels: Tensor) -> Tensor:
@@ -97,6 +97,27 @@ def sft_loss(logps: Tensor, n_tokens: Tensor, reduction: str = "token_mean") -> 
     if reduction == "sequence_mean":
         return total_nll / max(logps.numel(), 1)
     raise ValueError(f"reduction must be 'token_mean', 'sum' or 'sequence_mean', not {reduction!r}")
+
+
+def weighted_nll(logps: Tensor, total_tokens: int, weight: float = 1.0) -> Tensor:
+    """An auxiliary term ``λ · Σ_i −log P(t_i | c_i) / N``: λ times the mean NLL per token.
+
+    For feedback modelling, ``t_i`` is a critique and ``c_i`` its prompt and answer
+    (``λ·NLL(critique | prompt, answer)``, RLTF / Critique Fine-Tuning); for hindsight examples
+    in a DPO or KTO step, the sample given "prompt + the feedback it got" (λ = 1). It is added to
+    the objective's batch-mean loss, so ``N`` counts the target tokens of *all* the term's
+    examples in the step: a term split over several passes sums to the one-pass value.
+
+    Parameters
+    ----------
+    logps : Tensor, shape (B,)
+        Summed target log-probs of (some of) the term's examples, ``sequence_logps(...)[0]``.
+    total_tokens : int
+        Target tokens of all the term's examples in the step (≥ 1 is used).
+    weight : float
+        λ ≥ 0.
+    """
+    return weight * -logps.sum() / max(int(total_tokens), 1)
 
 
 class DPOOutput(NamedTuple):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+from .critique_data import check_goal
+
 __all__ = ["SamplingConfig", "Completion", "Sample", "chat_prompt_ids", "check_prompts", "check_count",
            "sampling_config"]
 
@@ -27,6 +29,9 @@ class SamplingConfig:
     top_p: float = 0.95  # nucleus sampling; 1.0 turns it off
     seed: int | None = None  # fixes torch's RNG before each batch, for reproducible demos
     batch_size: int = 8  # prompts per generate() call; each brings n rows, so 8×4 = 32 sequences
+    goal: str | None = None  # experimental: condition on the feedback wanted, e.g. "Starts with
+    # 'Ahoy!'": the prompt goes through critique_data.HINDSIGHT_TEMPLATE (as hindsight training
+    # does) before the chat template; the stored sample keeps the person's prompt. See Session.goal
 
     def __post_init__(self):
         for name in ("max_new_tokens", "batch_size"):
@@ -44,9 +49,13 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.seed is not None and not _is_int(self.seed):
             raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
+        check_goal(self.goal)
 
     def as_params(self) -> dict:
-        return asdict(self)
+        params = asdict(self)
+        if params["goal"] is None:  # provenance of goal-conditioned samples only; others as before
+            del params["goal"]
+        return params
 
 
 @dataclass(frozen=True)

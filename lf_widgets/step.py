@@ -3,6 +3,10 @@
 Shared by the trainer's loop and the stepper, so a teaching step is exactly a training step.
 Runs on the model owner's thread (see ``policy``); pure functions of the model and examples.
 
+Extra NLL terms (:class:`AuxTerm`: the critique term of ``TrainConfig.critique_weight``, hindsight
+examples beside DPO/KTO) run after the objective's passes, in the same model state, and add to
+its loss and gradient; a step without them is exactly the plain one.
+
 Reference log-probs come from the same model with the adapter disabled (no second copy) and are
 cached per example: the base is frozen, so they never change. TRL's default DPO loop recomputes
 them every step; that forward pass is ~25 % of a DPO step on CPU.
@@ -17,9 +21,10 @@ import torch
 
 from . import batching as _batching, data as _data
 from ._planning import split_passes
-from .losses import dpo_loss, kto_kl_estimate, kto_loss, sequence_logps, sft_loss
+from .losses import dpo_loss, kto_kl_estimate, kto_loss, sequence_logps, sft_loss, weighted_nll
 
-__all__ = ["ReferenceCache", "StepResult", "train_step", "forward_logps", "to_device", "POOLS"]
+__all__ = ["ReferenceCache", "StepResult", "AuxTerm", "train_step", "forward_logps", "to_device",
+           "POOLS"]
 
 
 def forward_logps(model, batch: dict, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,11 +144,29 @@ class StepResult(NamedTuple):
     update_ratio: float = float("nan")  # |Δθ| / |θ| of the adapter: a divergence signal
 
 
+class AuxTerm(NamedTuple):
+    """An extra NLL term of a step: ``weight`` × the mean NLL per token of ``examples``' targets.
+
+    ``name`` "critique": feedback-modelling examples (the critique given prompt and answer);
+    "hindsight": critique-conditioned SFT examples in a DPO or KTO step. See
+    :mod:`lf_widgets.critique_data`; the trainer chooses which examples each step gets.
+    """
+
+    name: str
+    weight: float  # λ > 0
+    examples: list  # data.SFTExample records (prompt_ids → completion_ids)
+
+
+def _autocast(device):
+    # bf16 on CUDA for the forward passes only (backward outside, as PyTorch advises)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def _run_passes(model, objective, examples, pad_id, device, cache, config, update):
     """Forward (and backward) every pass; returns (loss sum, count, tokens, stats, skip note)."""
     step_pass = _PASSES[objective]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with autocast:  # bf16 on CUDA for the forward passes only (backward outside, as PyTorch advises)
+    autocast = _autocast(device)
+    with autocast:
         kl = _kto_kl(model, examples, pad_id, device, cache) if objective == "kto" else None
     total, count, tokens, stats, note = 0.0, 0, 0, {}, ""
     parts = split_passes(examples, config.pass_tokens)
@@ -163,6 +186,31 @@ def _run_passes(model, objective, examples, pad_id, device, cache, config, updat
                 out.loss_sum.backward()  # gradients add up over passes
     extras = {name: torch.cat(v).mean().item() for name, v in stats.items()}
     return total, count, tokens, extras, note, len(parts)
+
+
+def _run_aux(model, term: AuxTerm, pad_id, device, config, update,
+             count: int) -> tuple[float, int, int, str]:
+    """Forward (and backward) one extra term in passes; returns (mean NLL per token, tokens,
+    passes, skip note). Its loss is backpropagated × ``count``, the objective's count, because
+    :func:`_update` divides every gradient by that: the update then gets weight × the mean's."""
+    # collate_sft labels every completion token, and each is predicted from the one before
+    n_target = sum(len(e.completion_ids) for e in term.examples)
+    parts = split_passes(term.examples, config.pass_tokens)
+    nll, tokens = 0.0, 0
+    with torch.enable_grad() if update else torch.no_grad():
+        for part in parts:
+            with _autocast(device):
+                batch = to_device(_batching.collate_sft(part, pad_id), device)
+                logps, _ = forward_logps(model, batch)
+                loss = weighted_nll(logps, n_target, term.weight)
+            value = loss.detach().item()
+            tokens += int(batch["attention_mask"].sum())
+            if not math.isfinite(value):
+                return float("nan"), tokens, len(parts), f"skipped: {term.name} NLL is {value}"
+            if update:
+                (loss * max(count, 1)).backward()
+            nll += value / term.weight
+    return nll, tokens, len(parts), ""
 
 
 def _update(params, optimizer, count: int, max_grad_norm: float) -> tuple[float, float, str]:
@@ -197,21 +245,31 @@ def _update(params, optimizer, count: int, max_grad_norm: float) -> tuple[float,
 
 
 def train_step(model, objective: str, examples, *, pad_id: int, device, cache, config,
-               params=None, optimizer=None) -> StepResult:
+               params=None, optimizer=None, aux: list[AuxTerm] = ()) -> StepResult:
     """One step on ``examples``: the loss of the batch, and (with an optimizer) one update.
 
     The batch runs as :func:`~lf_widgets._planning.split_passes` of at most
     ``config.pass_tokens`` tokens (0: one pass); each pass's summed loss is backpropagated and
     the gradients are divided by the batch's count at the end, so the update equals the one-pass
-    update while only one pass's activations are alive. An update whose loss, gradient norm or
-    result is not finite is skipped (the weights stay as they were). Without an optimizer it
-    only measures. The caller sets train/eval mode.
+    update while only one pass's activations are alive. Each :class:`AuxTerm` then adds
+    ``weight × its mean NLL`` to the loss and its gradient to the averaged one, with the model
+    in the same state (its extras: ``<name>_nll``, ``<name>_examples``); with no terms the step
+    is exactly the plain one. An update whose loss, gradient norm or result is not finite is
+    skipped (the weights stay as they were). Without an optimizer it only measures. The caller
+    sets train/eval mode.
     """
     device = torch.device(device)
     update = optimizer is not None
     total, count, tokens, extras, note, passes = _run_passes(
         model, objective, examples, pad_id, device, cache, config, update)
     loss = total / max(count, 1)
+    for term in aux:  # feedback modelling, hindsight (none: the plain step, bit for bit)
+        if note or not term.examples:
+            continue
+        nll, more_tokens, more_passes, note = _run_aux(model, term, pad_id, device, config,
+                                                       update, count)
+        loss, tokens, passes = loss + term.weight * nll, tokens + more_tokens, passes + more_passes
+        extras.update({f"{term.name}_nll": nll, f"{term.name}_examples": len(term.examples)})
     if not update:
         return StepResult(loss, tokens, extras, bool(note), note, float("nan"), passes)
     try:

@@ -57,6 +57,15 @@ class TrainConfig:
     exclude_ab_prompts: bool = True  # prompts of A/B tests stay out of training (they judge it)
     capability_every: int = 10  # measure NLL on general text (base vs tuned) every N steps and at
     # the end, for the monitor's capability line; 0: never (~1-3 s each on the default model, CPU)
+    # -- learning from critiques (experimental, off by default; see lf_widgets.critique_data) --
+    critique_weight: float = 0.0  # λ: + λ × mean NLL per token of the critiques of critiqued
+    # samples given prompt + sample (feedback modelling), in SFT, DPO and KTO steps; 0: the step
+    # is exactly the one without critiques (tested bit for bit)
+    hindsight: bool = False  # critique-conditioned SFT (Chain of Hindsight / FCP): "prompt +
+    # feedback it got" → the sample. SFT: these examples join the SFT pool; DPO / KTO: a plain
+    # NLL term (weight 1) on them is added to each step, like an SFT batch beside the objective's
+    min_edit_ratio: float = 0.0  # DPO pairs from corrections whose edit_ratio (edit distance /
+    # longer length) is below this are dropped as "tiny edit" (weak pairs); SFT / KTO keep them
 
     def __post_init__(self):
         if self.objective not in ("auto", "sft", "dpo", "kto"):
@@ -70,7 +79,8 @@ class TrainConfig:
 _INT_FIELDS = {"steps": 1, "batch_size": 1, "max_length": 2, "lora_r": 1, "refresh_every": 1,
                "checkpoint_every": 0, "seed": 0, "lora_alpha": 1, "capability_every": 0}
 _FLOAT_FIELDS = {"lr": (0.0, False), "beta": (0.0, False), "max_grad_norm": (0.0, False),
-                 "lora_dropout": (0.0, True), "holdout": (0.0, True), "nll_weight": (0.0, True)}
+                 "lora_dropout": (0.0, True), "holdout": (0.0, True), "nll_weight": (0.0, True),
+                 "critique_weight": (0.0, True), "min_edit_ratio": (0.0, True)}
 
 
 def _check_numbers(config: TrainConfig) -> None:
@@ -88,6 +98,11 @@ def _check_numbers(config: TrainConfig) -> None:
                              f"got {value!r}")
     if config.lora_dropout >= 1 or config.holdout >= 1:
         raise ValueError("lora_dropout and holdout must be below 1")
+    if config.min_edit_ratio > 1:
+        raise ValueError(f"min_edit_ratio must be in [0, 1] (edit distance / longer length), "
+                         f"got {config.min_edit_ratio!r}")
+    if not isinstance(config.hindsight, bool):
+        raise ValueError(f"hindsight must be True or False, got {config.hindsight!r}")
     if config.max_epochs is not None and (isinstance(config.max_epochs, bool) or not isinstance(
             config.max_epochs, (int, float)) or not config.max_epochs > 0
             or not math.isfinite(config.max_epochs)):
@@ -107,14 +122,23 @@ def make_config(config: TrainConfig | None = None, **options) -> TrainConfig:
 
 
 def training_data(store, tokenizer, config: TrainConfig):
-    """The examples a run trains on: the feedback log's, minus the held-out share."""
+    """The examples a run trains on: the feedback log's, minus the held-out share.
+
+    With ``config.hindsight`` the critique-conditioned examples (source "hindsight") are SFT
+    examples in ``data.sft``; with ``config.critique_weight`` the feedback-modelling examples
+    are ``data.critiques`` (see :mod:`lf_widgets.critique_data`). Both pass the same A/B-prompt
+    and hold-out guards as the rest.
+    """
+    from .critique_data import add_critique_examples
     from .data import build_examples, split_holdout
 
-    data = build_examples(store, tokenizer, max_length=config.max_length)
+    data = build_examples(store, tokenizer, max_length=config.max_length,
+                          min_edit_ratio=config.min_edit_ratio)
+    add_critique_examples(data, store, tokenizer, config)
     if config.exclude_ab_prompts:
         leave_out_ab_prompts(data, store)
     if config.holdout:
-        for pool in ("sft", "pairs", "kto"):
+        for pool in ("sft", "pairs", "kto", "critiques"):
             setattr(data, pool, split_holdout(getattr(data, pool), config.holdout)[0])
     return data
 
@@ -142,6 +166,8 @@ def leave_out_ab_prompts(data, store) -> None:
         if dropped:
             data.dropped_by[objective][AB_PROMPT] += dropped
             setattr(data, pool, kept)
+    if getattr(data, "critiques", None):  # not counted: the summary has no row for them
+        data.critiques = [e for e in data.critiques if e.prompt not in held]
 
 
 class TrainingRun:
@@ -168,6 +194,10 @@ class TrainingRun:
         self._t_start = 0.0
         self.planned_steps = config.steps  # fewer when the overfitting guard says so
         self._events_noted = False  # provenance: judgement ids read once per data refresh
+        # Extra terms' own batch orders (critique, hindsight), from their own RNG: the objective's
+        # batches are the very ones a run without them takes
+        self._aux_batches: dict[str, list] = {}
+        self._aux_rng = random.Random(f"{config.seed}-aux")
 
     def __repr__(self) -> str:
         return (f"TrainingRun({self.objective}, state={self.state!r}, "
@@ -258,7 +288,7 @@ class TrainingRun:
         # New feedback joins the pool every refresh_every steps (from the next epoch of batches).
         if run_step > 1 and (run_step - 1) % cfg.refresh_every == 0:
             self._data, self._batches = training_data(self.store, owner.tokenizer, cfg), []
-            self._events_noted = False
+            self._events_noted, self._aux_batches = False, {}
         if not self._batches:
             from .batching import length_batches
 
@@ -276,7 +306,8 @@ class TrainingRun:
         try:
             result = _step.train_step(model, self.objective, examples, pad_id=owner.pad_id,
                                       device=owner.device, cache=owner.reference_cache, config=cfg,
-                                      params=self._params, optimizer=self._optimizer)
+                                      params=self._params, optimizer=self._optimizer,
+                                      aux=self._aux_terms())
         finally:
             model.eval()
         if not result.skipped:
@@ -286,6 +317,29 @@ class TrainingRun:
         self._report(run_step, examples, result, time.perf_counter() - t0)
         if cfg.checkpoint_every and not result.skipped and owner.adapter_step % cfg.checkpoint_every == 0:
             self._checkpoint()
+
+    def _aux_terms(self) -> list:
+        """This step's extra terms (none unless critique_weight > 0 or hindsight with DPO/KTO).
+
+        Each term's examples are a pool of their own, cycled in batches of ``batch_size``: every
+        critique trains, whatever the objective's batch holds (under SFT a critiqued sample —
+        usually a bad one — is never in the batch). ``max_epochs`` caps the objective's pool only.
+        """
+        from .batching import length_batches
+        from .step import AuxTerm
+
+        cfg, terms = self.config, []
+        pools = {"critique": (cfg.critique_weight, getattr(self._data, "critiques", []))}
+        if cfg.hindsight and self.objective != "sft":  # under SFT they are in the SFT pool
+            pools["hindsight"] = (1.0, [e for e in self._data.sft if e.source == "hindsight"])
+        for name, (weight, pool) in pools.items():
+            if weight <= 0 or not pool:
+                continue
+            if not self._aux_batches.get(name):
+                seed = self._aux_rng.randrange(2**31)
+                self._aux_batches[name] = length_batches(pool, cfg.batch_size, seed=seed)
+            terms.append(AuxTerm(name, weight, self._aux_batches[name].pop()))
+        return terms
 
     def _note_seen(self, examples) -> None:
         """What this adapter learns from: example visits (overfitting guard) and the ids of the
@@ -323,6 +377,8 @@ class TrainingRun:
             note = (f"⚠ diverging? this update moved the adapter by {result.update_ratio:.0%} of "
                     f"its size (lr={cfg.lr:g} may be too large)")
         extras = {**result.extras, "grad_norm": result.grad_norm, "update_ratio": result.update_ratio}
+        if cfg.hindsight and self.objective == "sft":  # in the batch itself, not an extra term
+            extras["hindsight_examples"] = sum(e.source == "hindsight" for e in examples)
         if cfg.capability_every and (run_step % cfg.capability_every == 0
                                      or run_step == self.planned_steps):
             from .capability import capability_nll
@@ -377,6 +433,7 @@ def prepare_run(owner, store, emit, config: TrainConfig, checkpoint_dir: Path | 
 
     Done before the first step so that "not enough feedback" is an error the person sees at once.
     """
+    from .critique_data import critique_note
     from .data import choose_objective
 
     if checkpoint_dir is not None:
@@ -386,6 +443,7 @@ def prepare_run(owner, store, emit, config: TrainConfig, checkpoint_dir: Path | 
     # on the model's thread, like every use of the tokenizer (HF tokenizers are not thread-safe)
     data = owner.call(lambda: training_data(store, owner.tokenizer, config), name="examples")
     objective, reason = choose_objective(data, config.objective)
+    reason += critique_note(config, data, objective)
     owner.call(lambda: owner.ensure_adapter(config), name="attach adapter")
     config = replace(config, objective=objective)
     planned, why = step_budget(config, data, owner.visits)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ACTIVE", "RunTally", "clock", "duration", "finite", "progress_line"]
+__all__ = ["ACTIVE", "RunTally", "clock", "critique_line", "duration", "finite", "progress_line"]
 
 # A run exists in these states: Start is off, and the line shows the run's live progress.
 ACTIVE = frozenset({"starting", "running", "pausing", "paused", "stopping"})
@@ -139,3 +139,20 @@ def capability_line(row: Mapping[str, Any]) -> str:
     warn = " ⚠ the model got worse at general text" if change > CAPABILITY_WARN else ""
     return (f"capability: NLL per token on general text {tuned:.3f} (base {base:.3f}, "
             f"{change:+.1%}){warn}")
+
+
+def critique_line(row: Mapping[str, Any]) -> str:
+    """E.g. "critique NLL per token 3.12 on 4 critiques (λ-weighted in the loss) · hindsight: 3
+    critique-conditioned examples, NLL 1.95" from a step's row; "" when neither term is on."""
+    parts = []
+    nll = finite(row.get("critique_nll"))
+    if nll is not None:
+        n = int(finite(row.get("critique_examples")) or 0)
+        parts.append(f"critique NLL per token {nll:.3f} on {n} critique{'s' if n != 1 else ''} "
+                     "(λ-weighted in the loss)")
+    n = int(finite(row.get("hindsight_examples")) or 0)
+    if n:
+        hindsight_nll = finite(row.get("hindsight_nll"))
+        tail = f", NLL {hindsight_nll:.3f}" if hindsight_nll is not None else " in the batch"
+        parts.append(f"hindsight: {n} critique-conditioned example{'s' if n != 1 else ''}{tail}")
+    return " · ".join(parts)

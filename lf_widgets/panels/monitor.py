@@ -33,12 +33,16 @@ import ipywidgets as widgets
 import traitlets
 
 from ..metrics import StepMetrics, TrainState
-from ._chart import LossChart
+from ._chart import LossChart, plot_text
 from ._display import DisplayOnce
-from ._run_status import ACTIVE, RunTally, capability_line, finite, progress_line
+from ._run_status import ACTIVE, RunTally, capability_line, critique_line, finite, progress_line
 from ._text import escaped_html
 
-__all__ = ["TrainingMonitor"]
+__all__ = ["TrainingMonitor", "EXTRA_CURVES"]
+
+# Extra loss terms of critique training (step extras), each drawn as its own curve beside the
+# objective's loss once a step reports it: field -> legend name after the objective's
+EXTRA_CURVES = {"critique_nll": "critique NLL", "hindsight_nll": "hindsight NLL"}
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,7 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
         self._last_skip = ""  # "step k: note" of the latest skipped step
         self._news = ""  # latest non-skip note of a step
         self._capability = ""  # "capability: NLL per token …" from the latest step that measured it
+        self._critique = ""  # "critique NLL per token …" of the latest step with critique terms
         self._stale = ""  # why the adapter follows outdated feedback ("" when it does not)
         self._error = ""  # a verb that failed, shown until the next state change
 
@@ -174,6 +179,7 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
         if self._tally is None or self._tally.run_id != run_id:
             self._tally = RunTally(run_id)
         self._tally.add(row)
+        self._extra_curves(row)
         self._chart.add(row)
         if bool(row.get("skipped")) or finite(row.get("loss")) is None:
             self._last_skip = f"step {step}: {row.get('note') or 'non-finite loss'}"
@@ -182,17 +188,28 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
             self._news = f"step {step}: {row['note']}"
         if finite(row.get("capability_nll")) is not None:
             self._capability = capability_line(row)
+        if critique_line(row):
+            self._critique = critique_line(row)
         self.points += 1
         self.step, self.run_id = step, run_id
         if row.get("objective"):
             self.objective = str(row["objective"])
         return True
 
+    def _extra_curves(self, row: Mapping[str, Any]) -> None:
+        """A curve in the loss subplot for each extra term this step reports, made when first
+        seen, so runs without critique terms draw exactly the chart they drew before."""
+        objective = str(row.get("objective") or "")
+        for field, label in EXTRA_CURVES.items():
+            key = (objective, field)
+            if finite(row.get(field)) is not None and key not in self._chart._traces:
+                self._chart._add_trace(key, plot_text(f"{objective.upper()} {label}"), 1, 1, False)
+
     def _apply_state(self, record: TrainState) -> None:
         new_run = record.run_id != self.run_id
         if new_run or self._tally is None or self._tally.run_id != record.run_id:
             self._tally = RunTally(record.run_id, record.objective or "")
-            self._news = ""
+            self._news = self._critique = ""
         self._step_running = not (record.state == "stopping" and self.state == "paused")
         self.run_id = record.run_id
         if record.objective:
@@ -247,6 +264,8 @@ class TrainingMonitor(DisplayOnce, widgets.VBox):
         if self._capability:
             warn = "⚠" in self._capability
             parts.append(escaped_html(self._capability, style="color:#b00" if warn else "color:#444"))
+        if self._critique:
+            parts.append(escaped_html(self._critique, style="color:#444"))
         if self._stale:
             parts.append(escaped_html("⚠ " + self._stale, style="color:#b00"))
         if self._error:
