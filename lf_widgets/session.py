@@ -90,6 +90,24 @@ class Session(SessionRevisions):
         elif resume and self.local:
             self._resume()
 
+    @property
+    def goal(self) -> str | None:
+        """Experimental: the feedback text generation conditions on (None: off, the default).
+
+        E.g. ``"Starts with 'Ahoy!', as asked."`` — phrased as the feedback a good answer would
+        get, since a model trained with ``train(hindsight=True)`` learnt which answers get which
+        feedback (:mod:`lf_widgets.critique_data`). Every generation uses it unless the call
+        passes ``goal=`` (``goal=None`` turns it off for that call); samples keep the person's
+        prompt and record the goal in their params. A/B contender "tuned+goal" uses it too.
+        """
+        return getattr(self, "_goal", None)
+
+    @goal.setter
+    def goal(self, value: str | None) -> None:
+        from .critique_data import check_goal
+
+        self._goal = check_goal(value, "Session.goal")
+
     def __repr__(self) -> str:
         return (f"Session(model={self.model_name!r}, store={self.store.path!r}, "
                 f"annotator={self.annotator!r})")
