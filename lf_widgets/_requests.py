@@ -148,6 +148,13 @@ def start_request(request: GenerationRequest, *, worker, source, store, emit, co
                 stored(slot, c)
                 slot += 1
 
+    request.job = worker.submit(run, name=f"generate-{request.id}")
+    request.job.future.add_done_callback(when_done(request, emit))
+
+
+def when_done(request: GenerationRequest, emit):
+    """The callback that ends ``request`` when its job's future ends (done, cancelled, failed)."""
+
     def finished(future) -> None:
         from ._worker import Cancelled
 
@@ -157,5 +164,4 @@ def start_request(request: GenerationRequest, *, worker, source, store, emit, co
         request.finish(state, error if state == "failed" else None)
         emit("generation", request)
 
-    request.job = worker.submit(run, name=f"generate-{request.id}")
-    request.job.future.add_done_callback(finished)
+    return finished

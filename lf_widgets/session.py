@@ -148,7 +148,8 @@ class Session(SessionRevisions):
     def start_generation(self, prompts: str | Sequence[str], n: int = 4, *,
                          config: SamplingConfig | None = None, contender: str = "tuned",
                          params: dict | None = None, label: str = "",
-                         on_sample: Callable[[int, Sample], None] | None = None, **sampling
+                         on_sample: Callable[[int, Sample], None] | None = None,
+                         select=None, pool: int = 3, random_share: float = 0.25, **sampling
                          ) -> GenerationRequest:
         """Start sampling in the background; returns the :class:`GenerationRequest` at once.
 
@@ -156,8 +157,21 @@ class Session(SessionRevisions):
         ``"generated"`` events). ``contender``: "base", "tuned" or an adapter folder (local
         models); ``params`` are extra provenance stored with each sample; ``on_sample(slot,
         sample)`` is called (on the model's thread) for each stored sample, before the events.
+
+        ``select="margin"`` (local models): draw ``pool × n`` candidates per prompt and keep the
+        ``n`` the adapter is least sure of, ``random_share`` of them at random, near-duplicate
+        prompts and samples skipped; ``"random"``: the same pool, picked at random. The chosen
+        samples arrive together once the pool is scored; only they are stored. Returns a
+        :class:`~lf_widgets.selection.SelectionRequest`. See :mod:`lf_widgets.selection`.
+        ``select=None`` (default): the plain generation.
         """
+        from .selection import selection_config
+
         prompts, n = check_prompts(prompts), check_count(n)
+        selection = selection_config(select, pool, random_share)
+        goal = getattr(self, "goal", None)
+        if goal is not None and "goal" not in sampling and getattr(config, "goal", None) is None:
+            sampling["goal"] = goal  # the session's goal; a per-call goal= (even None) wins
         config = sampling_config(config, **sampling)
         if contender != "tuned":
             self._require_local_model("a contender other than 'tuned'")
@@ -165,8 +179,15 @@ class Session(SessionRevisions):
         if limit is not None and config.max_new_tokens >= limit:
             raise ValueError(f"max_new_tokens={config.max_new_tokens} does not fit the model's "
                              f"context of {limit} tokens (prompt included)")
-        request = GenerationRequest(prompts, n, label=label)
         stored = {**config.as_params(), "n": n, **(params or {})}
+        if selection is not None:
+            from .selection import start_selected
+
+            beta = self._run.config.beta if self._run is not None else None  # the adapter's β
+            return start_selected(prompts, n, selection, owner=self.model, store=self.store,
+                                  emit=self._emit, config=config, contender=contender,
+                                  params=stored, label=label, on_sample=on_sample, beta=beta)
+        request = GenerationRequest(prompts, n, label=label)
         if not self.local:
             stored["endpoint"] = self.model.endpoint
         worker = self.model.worker if self.local else self._remote_worker
@@ -176,28 +197,50 @@ class Session(SessionRevisions):
         return request
 
     def generate(self, prompts: str | Sequence[str], n: int = 4, *,
-                 config: SamplingConfig | None = None, progress: bool = True, **sampling
-                 ) -> list[Sample]:
+                 config: SamplingConfig | None = None, progress: bool = True, select=None,
+                 pool: int = 3, random_share: float = 0.25, **sampling) -> list[Sample]:
         """Sample ``n`` completions per prompt, store each with its token ids, return them.
 
         Blocks until done (for scripts; the panels use :meth:`start_generation`). ``sampling``:
         fields of :class:`~lf_widgets.sampling.SamplingConfig` (max_new_tokens, temperature,
         top_p, seed, batch_size). Interrupting (Kernel → Interrupt) stops at the next token and
         keeps, stored, every sample already finished; no half-written rows.
+
+        ``select="margin"``: of ``pool × n`` candidates per prompt, return (and store) the ``n``
+        the adapter is least sure of, ``random_share`` of them at random; ``"random"``: ``n``
+        at random from the same pool (see :meth:`start_generation`, :mod:`lf_widgets.selection`).
+        Interrupting before the pool is scored keeps nothing.
         """
         from tqdm.auto import tqdm
 
-        request = self.start_generation(prompts, n, config=config, **sampling)
-        bar = tqdm(total=request.total, desc="generating", unit="sample", disable=not progress,
-                   leave=False)
-        stop = self.on("generated", lambda g: bar.update(1) if g.request_id == request.id else None)
+        request = self.start_generation(prompts, n, config=config, select=select, pool=pool,
+                                        random_share=random_share, **sampling)
+        if select is None:
+            bar = tqdm(total=request.total, desc="generating", unit="sample",
+                       disable=not progress, leave=False)
+            stop = self.on("generated",
+                           lambda g: bar.update(1) if g.request_id == request.id else None)
+        else:
+            bar = tqdm(total=request.candidates_total, desc="generating candidates",
+                       unit="candidate", disable=not progress, leave=False)
+
+            def pool_progress(r) -> None:  # candidates written, then scoring
+                if r is request:
+                    bar.n = r.candidates_done
+                    bar.set_description("generating candidates" if r.phase == "writing"
+                                        else "scoring")
+                    bar.refresh()
+
+            stop = self.on("generation", pool_progress)
         try:
             samples = request.wait()
         finally:
             stop()
             bar.close()
         if request.state == "cancelled":
-            print(f"Interrupted: kept the {len(samples)} samples already generated and stored.")
+            print("Interrupted before the candidates were scored: none was shown or stored."
+                  if select is not None and not samples else
+                  f"Interrupted: kept the {len(samples)} samples already generated and stored.")
         return samples
 
     def samples(self, prompt: str | None = None) -> list[Sample]:
@@ -278,31 +321,46 @@ class Session(SessionRevisions):
 
     # -- panels --------------------------------------------------------------------------------
     def rate(self, prompts: str | Sequence[str] | None = None, n: int = 4, *, display: bool = True,
-             **sampling):
+             select=None, pool: int = 3, random_share: float = 0.25, **sampling):
         """Show the rating panel at once; with ``prompts``, ``n`` samples each stream into it.
 
         With ``prompts=None`` the panel shows the stored samples instead (e.g. imported ones).
+        ``select="margin"``: choose what to rate — of ``pool × n`` candidates per prompt, show
+        the ``n`` the adapter is least sure of (a quarter of them at random, ``random_share``),
+        near-duplicates skipped; they appear once the pool is scored (see
+        :mod:`lf_widgets.selection`). ``select=None`` (default): ``n`` plain samples.
         Returns the :class:`~lf_widgets.panels.rating.RatingPanel` (shown once, see ``display``).
         """
         from .panels.rating import RatingPanel
+        from .selection import refuse_without_prompts
 
         if prompts is None:
+            refuse_without_prompts(select)
             return self._show(RatingPanel(self, self.samples()), display)
-        request = self.start_generation(prompts, n, label="rate", **sampling)
+        request = self.start_generation(prompts, n, label="rate", select=select, pool=pool,
+                                        random_share=random_share, **sampling)
         return self._show(RatingPanel(self, request=request), display)
 
     def compare(self, prompts: str | Sequence[str] | None = None, *, display: bool = True,
-                seed: int | None = None, **sampling):
+                seed: int | None = None, select=None, pool: int = 3, random_share: float = 0.25,
+                **sampling):
         """Show pairs of samples of the same prompt; pick the better (a DPO pair each).
 
         With ``prompts``, two samples per prompt stream in; without, stored samples of the same
         prompt are paired. Sides are shuffled (``seed`` makes it repeatable).
+        ``select="margin"``: of ``pool × 2`` candidates per prompt, show the pair with the
+        smallest implicit reward margin ``|r_a − r_b|`` (``random_share`` of the pairs at random),
+        the least sure pair first (see :mod:`lf_widgets.selection`).
         """
         from .panels.preference import PreferencePanel
+        from .selection import refuse_without_prompts, selection_config
 
         if prompts is None:
+            refuse_without_prompts(select)
             return self._show(PreferencePanel(self, samples=self.samples(), seed=seed), display)
-        request = self.start_generation(prompts, 2, label="compare", **sampling)
+        selection = selection_config(select, pool, random_share, unit="pair")
+        request = self.start_generation(prompts, 2, label="compare", select=selection,
+                                        **sampling)
         return self._show(PreferencePanel(self, request=request, seed=seed), display)
 
     def ab_test(self, prompts: str | Sequence[str], n: int = 1,
