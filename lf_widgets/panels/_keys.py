@@ -10,7 +10,10 @@ Keys pressed while the focus is in the panel never reach JupyterLab's command sh
 root carries ``data-lm-suppress-shortcuts``, and Lumino, which resolves a key by walking up from
 the focused element, stops at that attribute; so ``4`` rates instead of turning the next cell
 into a heading, and ``a`` votes "A" instead of inserting a cell. Keys typed into text fields
-(critique, correction) are left to the field. Where custom widgets cannot run, the panels still
+(critique, correction) are left to the field. A panel may change its keys and hint while it is
+shown (:meth:`KeyListener.set_keys`: the rating card's candidate list makes the digits pick a
+revision), and when the kernel hides or replaces the button that had the focus, the focus goes
+back to the panel rather than to the page (where the next key would reach JupyterLab). Where custom widgets cannot run, the panels still
 work by mouse: every key has a button.
 """
 
@@ -21,7 +24,7 @@ from collections.abc import Callable
 import anywidget
 import traitlets
 
-__all__ = ["KeyListener", "PANEL_CLASS", "ACTIVE", "INACTIVE", "TYPING"]
+__all__ = ["KeyListener", "PANEL_CLASS", "ACTIVE", "INACTIVE", "TYPING", "hint_text"]
 
 PANEL_CLASS = "lfw-panel"  # panels add this CSS class so the listener can find its root
 # What the person reads next to the key list (and ``data-keys`` on the hint: active/inactive/typing).
@@ -61,12 +64,35 @@ function attach(el, model, state, tries) {
   const onClick = (event) => {
     if (!root.contains(event.target) && !editing(event.target)) setTimeout(() => focus(root), 0);
   };
+  // The kernel hides, disables or replaces widgets under the person's finger (a candidate list
+  // closes after "Use 2" or the key 2): the focused button goes, the focus falls to the page's
+  // body, and the next key would reach JupyterLab instead. Whenever the focus was in the panel
+  // and nothing else took it, give it back to the panel.
+  let inside = root.contains(document.activeElement);
+  const lost = () => !document.activeElement || document.activeElement === document.body;
+  const onIn = () => { inside = true; };
+  const onOut = (event) => {
+    const left = event.target;
+    inside = !!(event.relatedTarget && root.contains(event.relatedTarget));
+    if (!event.relatedTarget) setTimeout(() => {
+      if (root.isConnected && lost() && (!left.isConnected || left.offsetParent === null))
+        focus(root);
+    }, 0);
+  };
+  const observer = new MutationObserver(() => { if (inside && lost()) focus(root); });
+  observer.observe(root, { childList: true, subtree: true, attributes: true,
+                           attributeFilter: ['style', 'disabled', 'class'] });
   // Capture phase: ipywidgets' text fields stop every keydown from bubbling (Esc included).
   root.addEventListener('keydown', onKey, true);
   root.addEventListener('focusin', onFocus);
   root.addEventListener('focusout', onFocus);
+  root.addEventListener('focusin', onIn);
+  root.addEventListener('focusout', onOut);
   area.addEventListener('click', onClick);
   state.cleanup.push(() => {
+    observer.disconnect();
+    root.removeEventListener('focusin', onIn);
+    root.removeEventListener('focusout', onOut);
     root.removeEventListener('keydown', onKey, true);
     root.removeEventListener('focusin', onFocus);
     root.removeEventListener('focusout', onFocus);
@@ -126,12 +152,26 @@ class KeyListener(anywidget.AnyWidget):
 
     def __init__(self, keys: list[str], hint: dict[str, str], on_key: Callable[[str], None],
                  **kwargs):
-        super().__init__(bound_keys=list(keys), hint="Keys: " + " · ".join(
-            f"{k} {what}" for k, what in hint.items()), **kwargs)
+        super().__init__(bound_keys=list(keys), hint=hint_text(hint), **kwargs)
         self._on_key = on_key
         self.on_msg(lambda _widget, content, _buffers: self.press(content.get("key", "")))
+
+    def set_keys(self, keys: list[str], hint: dict[str, str]) -> None:
+        """Change the keys forwarded and the hint shown, e.g. when a panel changes mode (a
+        candidate list opens: the digits pick a candidate instead of rating). The page reads
+        both at every key press, so the change is in force at once."""
+        keys, text = list(keys), hint_text(hint)
+        if keys != self.bound_keys:
+            self.bound_keys = keys
+        if text != self.hint:
+            self.hint = text
 
     def press(self, key: str) -> None:
         """Act as if ``key`` was pressed in the panel (the path a real key takes)."""
         if key in self.bound_keys:
             self._on_key(key)
+
+
+def hint_text(hint: dict[str, str]) -> str:
+    """The hint a person reads: ``{"1-5": "rate", "u": "undo"}`` -> "Keys: 1-5 rate · u undo"."""
+    return "Keys: " + " · ".join(f"{k} {what}" for k, what in hint.items())

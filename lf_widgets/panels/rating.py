@@ -6,6 +6,18 @@ or corrected is read from the Session (``session.judgements``) and re-read on ev
 ``"judgement"`` / ``"undo"`` event for its samples, whichever panel or cell made it — and every
 button has a method twin (``panel.rate(0, 4)``) that runs the very code the click runs.
 Model output and prompts are untrusted: they are escaped before they reach an HTML widget.
+
+Learning from critiques (issue 14). Once a card has a saved critique, "Suggest revisions" (key
+``s``, twin :meth:`RatingPanel.suggest`) asks ``session.suggest_revisions`` for ``k`` candidates;
+they appear in the card one by one as the session's ``"revision"`` events arrive. While a card's
+candidate list is open the keys change mode (the hint says so): digits ``1``..``k`` pick a
+candidate (:meth:`~RatingPanel.accept`: a correction with its provenance), ``e`` puts the first
+into the correction box to edit (:meth:`~RatingPanel.edit`; saving it is an edited revision),
+``x`` rejects them all (:meth:`~RatingPanel.reject`: a rejection event), ``Esc`` closes the list
+(back to rating). After any correction saved in a card the panel asks ``session.propagate_edit``
+whether it is a repeatable pattern edit; if so it offers "Apply the same edit (…) to N other
+samples" (key ``a``, twin :meth:`~RatingPanel.propagate`), and each of those cards then shows the
+edited text as a suggestion, taken with ``1`` or turned down with ``x``.
 """
 
 from __future__ import annotations
@@ -17,6 +29,8 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import traitlets
 
+from ._candidates import CandidateList, RevisionState, describe_correction, listen
+from ._card_revisions import DIGITS, RATING_HINT, RATING_KEYS, CardRevisions
 from ._display import DisplayOnce
 from ._keys import PANEL_CLASS, KeyListener
 from ._text import escaped_html
@@ -32,23 +46,45 @@ _TEXT_STYLE = "white-space:pre-wrap;border-left:3px solid #ccc;padding-left:8px"
 class SampleCard(widgets.VBox):
     """The widgets of one sample: its text, rating buttons, critique, correction, status."""
 
-    def __init__(self, number: int):
+    def __init__(self, number: int, actions: dict | None = None):
         self.sample = None  # the stored Sample once it has arrived
+        self.number = number
+        act = actions or {}
+        noop = lambda *_: None  # noqa: E731 (a card made without a panel, e.g. in a test)
         self.text = widgets.HTML()
         self.stars = [widgets.Button(description=str(v), tooltip=f"rate {v} (key {v})",
                                      layout=widgets.Layout(width="40px")) for v in STARS]
         self.critique = widgets.Textarea(placeholder="What is wrong or right with it?",
                                          layout=widgets.Layout(width="95%", height="48px"))
         self.save_critique = widgets.Button(description="Save critique")
+        # Enabled once a critique is saved (not while typing one: the refiner reads the log).
+        self.suggest_button = widgets.Button(
+            description="Suggest revisions", icon="magic", disabled=True,
+            tooltip="rewrites of this sample that follow its saved critique (key s)",
+            layout=widgets.Layout(width="auto"))  # the whole label, not "Suggest revisi…"
+        self.candidates = CandidateList(act.get("use", noop), act.get("edit", noop),
+                                        act.get("reject", noop), act.get("close", noop))
         self.correction = widgets.Textarea(layout=widgets.Layout(width="95%", height="64px"))
         self.save_correction = widgets.Button(description="Save correction")
         self.status = widgets.HTML()
+        self.offer_text = widgets.HTML()
+        self.offer_button = widgets.Button(description="Apply to the others", icon="clone",
+                                           tooltip="suggest the same edit in the other cards "
+                                                   "(key a)", layout=widgets.Layout(width="auto"))
+        self.offer = widgets.HBox([self.offer_text, self.offer_button],
+                                  layout=widgets.Layout(display="none"))
+        self.offer.add_class("lfw-offer")
         super().__init__([
             widgets.HTML(escaped_html(f"Sample {number}", style="font-weight:bold")), self.text,
             widgets.HBox([widgets.HTML("Rating:"), *self.stars, self.status]),
-            widgets.HBox([self.critique, self.save_critique]),
+            widgets.HBox([self.critique, widgets.VBox(  # never squeezed by the text box
+                [self.save_critique, self.suggest_button],
+                layout=widgets.Layout(flex="0 0 auto"))]),
+            self.candidates,
             widgets.HBox([self.correction, self.save_correction]),
+            self.offer,
         ], layout=widgets.Layout(border=_UNFOCUSED, padding="6px", margin="4px 0"))
+        self.add_class("lfw-card")
         self.writing("")
 
     def writing(self, text: str) -> None:
@@ -72,6 +108,7 @@ class SampleCard(widgets.VBox):
         """Reflect the judgements in force (from the store)."""
         for value, button in zip(STARS, self.stars):
             button.button_style = "success" if value == current.get("rating") else ""
+        self.suggest_button.disabled = self.sample is None or "critique" not in current
         if current:
             self.set_status("in force: " + describe(current))
         else:
@@ -83,15 +120,35 @@ class SampleCard(widgets.VBox):
     def _enable(self, on: bool) -> None:
         for w in (*self.stars, self.save_critique, self.save_correction):
             w.disabled = not on
+        if not on:
+            self.suggest_button.disabled = True
+
+    def show_offer(self, text: str | None, n: int = 0) -> None:
+        """Show (or, ``text=None``, hide) the offer to repeat this card's edit on ``n`` others."""
+        if text is None:
+            self.offer.layout.display = "none"
+            return
+        self.offer_text.value = escaped_html(text, tag="span", style="font-weight:bold")
+        self.offer_button.description = f"Apply to {n} other sample" + ("s" if n != 1 else "")
+        self.offer.layout.display = None
 
 
 def describe(current: dict) -> str:
-    """E.g. "rating 4, critique, correction" — what is in force for a sample."""
-    return ", ".join(f"rating {current['rating']}" if k == "rating" else k
-                     for k in KINDS if k in current)
+    """E.g. "rating 4, critique, correction (accepted revision 2 from own:…)" — what is in
+    force for a sample (a correction says where it came from: typed, a revision, propagated)."""
+    def one(kind):
+        if kind == "rating":
+            return f"rating {current['rating']}"
+        if kind == "correction":
+            return describe_correction(current.get("correction_meta"))
+        return kind
+    parts = [one(k) for k in KINDS if k in current]
+    if "rejection" in current and "correction" not in current:
+        parts.append("suggestions rejected")
+    return ", ".join(parts)
 
 
-class RatingPanel(DisplayOnce, widgets.VBox):
+class RatingPanel(CardRevisions, DisplayOnce, widgets.VBox):
     """Rate, critique and correct samples, one prompt per page.
 
     Parameters
@@ -102,6 +159,10 @@ class RatingPanel(DisplayOnce, widgets.VBox):
         Stored samples to show; grouped by prompt, in the order given.
     request : lf_widgets._requests.GenerationRequest, optional
         A generation in progress: its ``n`` samples per prompt stream into the cards.
+    refiner : optional
+        Who writes suggested revisions (``session.suggest_revisions``'s ``refiner``: None for
+        the session's own model, a model folder, a RemoteChatModel or a Refiner); also the
+        attribute ``panel.refiner``, which may be changed at any time.
     """
 
     index = traitlets.Int(0, help="Which prompt page is shown (0-based).")
@@ -111,9 +172,16 @@ class RatingPanel(DisplayOnce, widgets.VBox):
     arrived = traitlets.Int(0, help="Samples that have been written and stored.")
     cursor = traitlets.Int(0, help="Sample (on this page) that the keys 1-5 rate.")
 
-    def __init__(self, session, samples: Sequence = (), *, request=None, **kwargs):
+    def __init__(self, session, samples: Sequence = (), *, request=None, refiner=None,
+                 **kwargs):
         self._session, self._request = session, request
+        self.refiner = refiner
         self._lock = threading.RLock()  # events arrive on the model's thread
+        # Per sample id, across pages: the open (or last) candidate list, the candidate put in
+        # the correction box by "Edit", and an edit this card offers to repeat on others.
+        self._revisions: dict[int, RevisionState] = {}
+        self._editing: dict[int, tuple[RevisionState, int, object]] = {}
+        self._offers: dict[int, tuple[object, list, str]] = {}
         self._pages: list[tuple[str | None, list[int]]] = []  # (prompt, slots)
         self._slots: dict[int, object] = {}  # slot -> Sample (absent: still being written)
         self._partial: dict[int, str] = {}
@@ -130,9 +198,7 @@ class RatingPanel(DisplayOnce, widgets.VBox):
         self.undo_button = widgets.Button(description="Undo", icon="undo",
                                           tooltip="undo my last judgement in this panel")
         self._page = widgets.HTML()
-        self.keyboard = KeyListener([*(str(v) for v in STARS), "j", "k", "n", "p", "u"],
-                                    {"1-5": "rate", "j/k": "next/previous sample",
-                                     "n/p": "next/previous prompt", "u": "undo"}, self.press)
+        self.keyboard = KeyListener(RATING_KEYS, RATING_HINT, self.press)
         super().__init__([
             widgets.HBox([self.annotator_box, self._progress_bar, self.progress]),
             self.generation, self.prompt_text, self._cards,
@@ -147,6 +213,7 @@ class RatingPanel(DisplayOnce, widgets.VBox):
         self.total = self.total_slots
         self._unsubscribe = [session.on("judgement", self._on_judgement),
                              session.on("undo", self._on_judgement)]
+        self._unsubscribe += listen(session, self._on_revision, self._on_revisions_done)
         if request is not None:
             self._unsubscribe += [session.on("partial", self._on_partial),
                                   session.on("generated", self._on_generated),
@@ -192,6 +259,8 @@ class RatingPanel(DisplayOnce, widgets.VBox):
         out: dict[int, dict] = {}
         for row in df.itertuples(index=False):
             out.setdefault(int(row.sample_id), {})[row.kind] = row.value
+            if row.kind == "correction":  # its provenance, for the status line
+                out[int(row.sample_id)]["correction_meta"] = getattr(row, "meta", None)
         return out
 
     @traitlets.observe("annotator")
@@ -210,6 +279,11 @@ class RatingPanel(DisplayOnce, widgets.VBox):
     def _cursor_changed(self, change) -> None:
         for i, card in enumerate(getattr(self, "cards", ())):
             card.layout.border = _FOCUSED if i == change["new"] else _UNFOCUSED
+        if hasattr(self, "keyboard"):
+            with self._lock:
+                for card in self.cards:
+                    self._show_candidates(card)
+                self._update_keys()
 
     def _render(self) -> None:
         with self._lock:
@@ -221,7 +295,7 @@ class RatingPanel(DisplayOnce, widgets.VBox):
             current = self._current()
             cards = []
             for i, slot in enumerate(slots):
-                card = SampleCard(i + 1)
+                card = SampleCard(i + 1, self._actions(i))
                 card.slot = slot
                 self._wire(i, card)
                 sample = self._slots.get(slot)
@@ -232,18 +306,29 @@ class RatingPanel(DisplayOnce, widgets.VBox):
                 card.layout.border = _FOCUSED if i == self.cursor else _UNFOCUSED
                 cards.append(card)
             self.cards = cards
+            for card in cards:
+                self._show_candidates(card)
+                self._show_offer(card)
             self._cards.children = cards
             self._page.value = escaped_html(f"{self.index + 1} / {max(len(self._pages), 1)}",
                                             tag="span")
             self.prev_button.disabled = self.index == 0
             self.next_button.disabled = self.index >= len(self._pages) - 1
             self._update_progress(current)
+            self._update_keys()
+
+    def _actions(self, i: int) -> dict:
+        """What the candidate list's buttons of card ``i`` call: the method twins."""
+        return {"use": lambda j: self.accept(i, j), "edit": lambda j: self.edit(i, j),
+                "reject": lambda: self.reject(i), "close": lambda: self.close_revisions(i)}
 
     def _wire(self, i: int, card: SampleCard) -> None:
         for value, button in zip(STARS, card.stars):
             button.on_click(lambda _, i=i, v=value: self.rate(i, v))
         card.save_critique.on_click(lambda _, i=i, c=card: self.critique(i, c.critique.value))
         card.save_correction.on_click(lambda _, i=i, c=card: self.correct(i, c.correction.value))
+        card.suggest_button.on_click(lambda _, i=i: self.suggest(i))
+        card.offer_button.on_click(lambda _, i=i: self.propagate(i))
 
     def _update_progress(self, current: dict | None = None) -> None:
         current = self._current() if current is None else current
@@ -271,6 +356,7 @@ class RatingPanel(DisplayOnce, widgets.VBox):
                     if card.sample is not None:
                         card.show(current.get(card.sample.sample_id, {}))
                 self._update_progress(current)
+                self._update_keys()
 
     def _on_partial(self, partial) -> None:
         if partial.request_id != self._request.id:
@@ -320,9 +406,28 @@ class RatingPanel(DisplayOnce, widgets.VBox):
 
     def press(self, key: str) -> None:
         """Do what ``key`` does: 1-5 rate the focused sample (then focus the next), j/k move
-        the focus, n/p change prompt, u undoes."""
+        the focus, n/p change prompt, u undoes, s suggests revisions (once it has a critique),
+        a applies its edit to the other samples. While the focused card's candidate list is
+        open: 1..k use candidate k, e puts the first in the correction box, x rejects them all,
+        Esc closes the list (back to rating)."""
         n = len(self.cards)
-        if key in {str(v) for v in STARS} and n:
+        card = self._focused()
+        state = None if card is None else self._state(card)
+        if state is not None and state.open and key in (*DIGITS, "e", "x", "Escape"):
+            if key in DIGITS:
+                self.accept(self.cursor, int(key))
+            elif key == "e":
+                self.edit(self.cursor, 1)
+            elif key == "x":
+                self.reject(self.cursor)
+            else:
+                self.close_revisions(self.cursor)
+            return
+        if key == "s" and card is not None and card.sample is not None:
+            self.suggest(self.cursor)
+        elif key == "a" and card is not None and card.sample is not None:
+            self.propagate(self.cursor)
+        elif key in {str(v) for v in STARS} and n:
             if self.cards[self.cursor].sample is not None and self.rate(self.cursor, int(key)):
                 self.cursor = min(self.cursor + 1, n - 1)
         elif key == "j" and n:
@@ -349,11 +454,24 @@ class RatingPanel(DisplayOnce, widgets.VBox):
             card.sample.sample_id, text, annotator=self.annotator))
 
     def correct(self, sample_idx: int, text: str) -> bool:
-        """Save a corrected text for sample ``sample_idx``; returns whether it was saved."""
+        """Save a corrected text for sample ``sample_idx``; returns whether it was saved.
+
+        After "Edit" (or :meth:`edit`) put a candidate in the box, the saved text is an edited
+        revision (``session.accept_revision(..., text=text)``, its provenance kept); otherwise
+        a typed correction. Either way the panel then looks for a pattern edit to offer to the
+        other samples (:meth:`propagate`)."""
         card = self._card(sample_idx)
         card.correction.value = text
-        return self._save(card, "correction", lambda: self._session.record_correction(
-            card.sample.sample_id, text, annotator=self.annotator))
+        sid = card.sample.sample_id
+        editing = self._editing.get(sid)
+        if editing is not None:
+            return self._save_edited(sample_idx, card, editing, text)
+        saved: list = []
+        ok = self._save(card, "correction", lambda: saved.append(self._session.record_correction(
+            sid, text, annotator=self.annotator)))
+        if ok:
+            self._after_correction(sample_idx, card, saved[0])
+        return ok
 
     def undo(self) -> bool:
         """Cancel the annotator's latest judgement on this panel's samples (not another panel's)."""
