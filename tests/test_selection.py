@@ -154,6 +154,21 @@ def test_without_an_adapter_entropy_decides_and_the_status_says_so(session):
         assert all(c.reward is None for c in pool)
 
 
+def test_an_adapter_that_has_not_moved_falls_back_to_entropy(tmp_path):
+    from lf_widgets.trainer import TrainConfig
+
+    s = Session(tiny_model(seed=0), store=tmp_path / "fb.sqlite", annotator="ann", resume=False)
+    try:
+        s.model.call(lambda: s.model.ensure_adapter(TrainConfig()))  # LoRA B = 0: π_θ = π_ref
+        request = s.start_generation("hello", n=2, select="margin", random_share=0,
+                                     max_new_tokens=6, seed=1)
+        request.wait(WAIT)
+        assert request.basis == "entropy" and "every margin 0" in request.progress_text()
+        assert all(c.reward == 0 for c in request.candidates if c.duplicate_of is None)
+    finally:
+        s.close()
+
+
 def test_select_none_is_todays_generation(session):
     ours = session.generate("hello", n=2, max_new_tokens=8, seed=5, progress=False, select=None)
     plain = [c.text for batch in session.model.complete("hello", 2, SamplingConfig(
