@@ -219,9 +219,18 @@ def test_bad_selection_options_are_named(session, options, match):
     assert len(session.store.samples()) == 0  # refused before any work
 
 
-def test_select_needs_prompts(session):
+def test_select_needs_prompts_and_a_local_model(session, tmp_path):
+    from lf_widgets.remote import RemoteChatModel
+
     with pytest.raises(ValueError, match="select"):
         session.rate(None, select="margin", display=False)
+    remote = Session(RemoteChatModel("http://127.0.0.1:9/v1", "m", api_key_env=None),
+                     store=tmp_path / "remote.sqlite", annotator="ann")
+    try:  # no server is asked: refused before any request
+        with pytest.raises(ValueError, match="select='margin' needs a local model"):
+            remote.generate("x", n=2, select="margin")
+    finally:
+        remote.close()
 
 
 # -- the pure parts ---------------------------------------------------------------------------
