@@ -272,6 +272,34 @@ def test_escape_closes_the_list_and_the_digits_rate_again(session, samples, gate
     assert corrections(session) == [] and rejections(session) == []
 
 
+def test_revisions_asked_for_elsewhere_show_in_the_card(session, samples, refiner):
+    """A cell (or the critique queue) asks the session: the card shows them too, usable."""
+    panel = RatingPanel(session, samples)
+    session.record_critique(samples[1].sample_id, CRITIQUE)
+    session.suggest_revisions(samples[1].sample_id, k=2, refiner=refiner).wait(TIMEOUT)
+    card = panel.cards[1]
+    assert card.candidates.shown == 2 and "2 candidates" in card.candidates.footer.value
+    assert panel.accept(1, 2)
+    [(sid, text, meta)] = corrections(session)
+    assert (sid, text, meta["candidate"], meta["candidates"]) == (samples[1].sample_id,
+                                                                  TEXTS[1], 1, 2)
+
+
+def test_the_panels_annotator_is_the_one_recorded(session, samples, refiner):
+    panel = RatingPanel(session, samples, refiner=refiner)
+    panel.annotator_box.value = "bob"
+    panel.critique(0, "Bob's critique: be polite.")
+    panel.suggest(0)
+    wait_done(panel)
+    panel.accept(0, 1)
+    got = rows(session, "SELECT annotator, json_extract(meta, '$.critique') FROM events "
+                        "WHERE kind = 'correction'")
+    assert got == [("bob", "Bob's critique: be polite.")]
+    q = CritiqueQueuePanel(session, k=1, refiner=refiner, annotator="bob")
+    assert q.total == 0  # bob's one critique is corrected
+    assert CritiqueQueuePanel(session, annotator="ann").total == 0  # ann critiqued nothing
+
+
 def test_candidates_are_escaped(session, samples, refiner):
     panel = critiqued_panel(session, samples, refiner, critique="No <i>tags</i>, $y$ please.")
     panel.suggest(0)
