@@ -81,7 +81,7 @@ def with_seen_column(feedback: pd.DataFrame, seen, store) -> pd.DataFrame:
 
 def leak_notes(owner, store, test_id: str, contenders) -> list[str]:
     """A warning when the tuned adapter was trained on prompts of this A/B test."""
-    if "tuned" not in contenders or not owner.seen_events:
+    if not {"tuned", "tuned+goal"} & set(contenders) or not owner.seen_events:  # both: tuned adapter
         return []
     samples = store.samples()
     tested = {p for p, params in zip(samples["prompt"], samples["params"])

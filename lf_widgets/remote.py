@@ -258,7 +258,10 @@ class RemoteChatModel:
 
     def _chat(self, prompt: str, n: int, config: SamplingConfig,
               seed: int | None) -> list[tuple[str, bool]]:
-        payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+        from .critique_data import goal_prompt  # the goal reads as local generation sends it
+
+        content = goal_prompt(prompt, config.goal)
+        payload = {"model": self.model, "messages": [{"role": "user", "content": content}],
                    "max_tokens": config.max_new_tokens, "temperature": config.temperature,
                    "top_p": config.top_p}
         if n > 1 and self._supports_n is not False:

@@ -638,6 +638,7 @@ class Session(SessionRevisions):
 
     def close(self) -> None:
         """Stop training, end the model's thread, close the feedback log's connections."""
+        self._close_refiners()  # a refiner from a folder or a server holds a model/thread of its own
         if self._run is not None and not self._run.done:
             self._run.stop(wait=True, timeout=120)
         if self.local:

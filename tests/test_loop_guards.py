@@ -106,10 +106,13 @@ def test_nll_weight_adds_the_chosen_nll_and_zero_changes_nothing(fresh):
     assert math.isfinite(plain.extras["chosen_logp"])
 
 
-def test_an_ab_test_on_trained_prompts_says_so(fresh):
+@pytest.mark.parametrize("tuned", ["tuned", "tuned+goal"])  # both use the tuned adapter
+def test_an_ab_test_on_trained_prompts_says_so(fresh, tuned):
     pairs_of(fresh, ("hello", "world"))
     fresh.train("dpo", steps=1, lr=1e-3).wait(WAIT)  # trained on "hello" and "world"
-    panel = fresh.ab_test(["hello", "something new"], n=1, display=False, max_new_tokens=3).wait()
+    fresh.goal = "A good answer."
+    panel = fresh.ab_test(["hello", "something new"], n=1, models=("base", tuned), display=False,
+                          max_new_tokens=3).wait()
     panel.choose("a")
     result = fresh.ab_summary(panel.test_id)
     assert result.notes == ("1 of 2 prompts of this test were in the tuned adapter's training "

@@ -709,3 +709,17 @@ def test_session_keeps_batches_stored_before_a_remote_error(fake, tmp_path):
         assert s.store.samples().prompt.tolist() == ["a", "a"]
     finally:
         s.close()
+
+
+def test_goal_conditions_the_remote_prompt_as_it_does_local_generation(fake):
+    """A goal reaches the server's user turn through the same template as local generation."""
+    from lf_widgets.critique_data import goal_prompt
+
+    server = fake(_chat_ok)
+    remote = RemoteChatModel(server.url, "m1", api_key_env=None)
+    goal = "Starts with 'Ahoy!', as asked."
+    list(remote.complete(["Hi?"], 1, SamplingConfig(max_new_tokens=8, goal=goal), progress=False))
+    assert server.requests[-1]["json"]["messages"][-1]["content"] == goal_prompt("Hi?", goal)
+    assert goal_prompt("Hi?", goal) != "Hi?"
+    list(remote.complete(["Hi?"], 1, SamplingConfig(max_new_tokens=8), progress=False))
+    assert server.requests[-1]["json"]["messages"][-1]["content"] == "Hi?"  # no goal: as typed
