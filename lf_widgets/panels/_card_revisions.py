@@ -120,12 +120,13 @@ class CardRevisions:
             if state is not None:
                 self._refresh_sample(state.sample_id)
 
-    def _refresh_sample(self, sample_id: int) -> None:
+    def _refresh_sample(self, sample_id: int, keys: bool = True) -> None:
         for card in self.cards:
             if card.sample is not None and card.sample.sample_id == sample_id:
                 self._show_candidates(card)
                 self._show_offer(card)
-        self._update_keys()
+        if keys:
+            self._update_keys()
 
     # -- suggested revisions -------------------------------------------------------------------
     def suggest(self, sample_idx: int, k: int = 3, *, refiner=None) -> bool:
@@ -197,8 +198,8 @@ class CardRevisions:
         state, event, candidate = saved[0]
         self._closed(sid, state, card, candidate.text)
         card.set_status(f"✓ saved {self._provenance(event, what)} at {time.strftime('%H:%M:%S')}")
-        self._after_correction(sample_idx, card, event)
         self._next_open(sample_idx)
+        self._after_correction(sample_idx, card, event)
         return True
 
     def edit(self, sample_idx: int, j: int, text: str | None = None) -> bool:
@@ -235,6 +236,7 @@ class CardRevisions:
         self._closed(sid, state, card, text)
         card.set_status(f"✓ saved {self._provenance(saved[0], what)} at "
                         f"{time.strftime('%H:%M:%S')}")
+        self._next_open(sample_idx)
         self._after_correction(sample_idx, card, saved[0])
         return True
 
@@ -260,6 +262,7 @@ class CardRevisions:
         card.set_status(f"✓ rejected {n} suggestion" + ("s" if n != 1 else "")
                         + f" at {time.strftime('%H:%M:%S')}")
         self._next_open(sample_idx)
+        self._update_keys()
         return True
 
     def close_revisions(self, sample_idx: int) -> None:
@@ -272,13 +275,16 @@ class CardRevisions:
             if not state.done and hasattr(request, "cancel"):
                 request.cancel()  # nobody waits for the rest
             self._closed(card.sample.sample_id, state, card, None)
+            self._update_keys()
 
     def _closed(self, sid: int, state: RevisionState, card, text: str | None) -> None:
+        """Close a list. The keys are left to the caller, which may move the focus first: no
+        moment in between in which the page would drop a key it is about to need (x, 1)."""
         with self._lock:
             state.open = False
             if text is not None:
                 card.correction.value = text
-            self._refresh_sample(sid)
+            self._refresh_sample(sid, keys=False)
 
     def _next_open(self, sample_idx: int) -> None:
         """After a candidate list of this page was settled, focus the next card that has one

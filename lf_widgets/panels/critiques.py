@@ -91,7 +91,7 @@ class CritiqueQueuePanel(DisplayOnce, widgets.VBox):
         self.candidates.close_button.description = "Skip"
         self.candidates.close_button.tooltip = "next item, nothing recorded (key n)"
         self.correction = widgets.Textarea(placeholder="the answer it should have been",
-                                           layout=widgets.Layout(width="95%", height="64px"))
+                                           layout=widgets.Layout(flex="1 1 auto", height="64px"))
         self.save_correction = widgets.Button(description="Save correction")
         self.save_correction.on_click(lambda _: self.correct(self.correction.value))
         self.suggest_button = widgets.Button(description="Suggest again", icon="magic",
@@ -114,8 +114,9 @@ class CritiqueQueuePanel(DisplayOnce, widgets.VBox):
         self.keyboard = KeyListener([], {}, self.press)
         super().__init__([
             self.header, self.position, self.body, self.candidates,
-            widgets.HBox([self.correction, widgets.VBox([self.save_correction,
-                                                         self.suggest_button])]),
+            widgets.HBox([self.correction, widgets.VBox(  # the buttons keep their width
+                [self.save_correction, self.suggest_button],
+                layout=widgets.Layout(flex="0 0 auto"))]),
             self.offer, self.status, self.last,
             widgets.HBox([self.prev_button, self.next_button]), self.keyboard,
         ], **kwargs)

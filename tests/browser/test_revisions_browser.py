@@ -208,3 +208,107 @@ def test_suggested_revisions_stream_into_the_card_and_key_1_accepts(open_noteboo
     assert rows(db, "SELECT sample_id, value FROM events WHERE kind = 'rating'") == [(1, "4")]
     assert page.lfw.dialogs() == []
     save_artifact(page, f"revisions-{app}-rated-after", panel)
+
+
+PROPAGATE = '''
+import lf_widgets as lfw
+from lf_widgets.store import SampleRecord
+
+s = lfw.Session(store={db!r}, annotator="browser")
+s.store.add_samples([SampleRecord(t, prompt="Where to?") for t in
+                     ("Sail north.", "The ship is <b>fast</b>.", "Sails are up.")])
+panel = s.rate()
+'''
+
+
+@pytest.mark.parametrize("app", ["lab"])
+def test_a_typed_prefix_edit_is_offered_and_taken_by_key_in_the_other_cards(
+        open_notebook, tmp_path, app, save_artifact):
+    """One typed correction ("Ahoy! " in front), the offer clicked — its button disappears
+    under the pointer, and the keys must still reach the panel — then 1 takes the suggestion in
+    the next card and x turns down the one after: two rows in SQLite."""
+    db = tmp_path / "propagate.sqlite"
+    page = open_notebook(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        textwrap.dedent(PROPAGATE.format(db=str(db))).strip())]), app=app, env=TINY)
+    page.add_style_tag(content=".jp-Cell { content-visibility: visible !important; }")
+    page.set_viewport_size({"width": 1280, "height": 1800})
+    wait = page.lfw.wait_for
+    panel = page.locator(".lfw-panel")
+    first = page.locator(".lfw-card").first
+    first.locator("textarea").nth(1).fill("Ahoy! Sail north.")
+    first.locator("button.jupyter-button", has_text="Save correction").click()
+    offer = first.locator(".lfw-offer")
+    offer.wait_for()
+    assert "Apply the same edit (add 'Ahoy! ' at the start) to 2 other samples?" in \
+        offer.inner_text()
+    offer.locator("button.jupyter-button", has_text="Apply to 2 other samples").click()
+    second = page.locator(".lfw-card").nth(1)
+    suggestion = second.locator(".lfw-candidate")
+    suggestion.wait_for()
+    assert suggestion.inner_text().splitlines()[-1] == "Ahoy! The ship is <b>fast</b>."
+    wait(lambda: "1 use the suggestion" in page.locator(".lfw-keys").inner_text(),
+         message="the keys line for the suggestion")
+    assert offer.is_hidden()
+    assert page.locator(".lfw-keys[data-keys='active']").count() == 1  # focus kept
+    save_artifact(page, f"revisions-{app}-propagation-offered", panel)
+
+    page.keyboard.press("1")  # the second card's suggestion
+    wait(lambda: len(rows(db, "SELECT id FROM events WHERE kind = 'correction'")) == 2,
+         message="the propagated correction in SQLite")
+    page.keyboard.press("x")  # the focus moved on to the third card's: turned down
+    wait(lambda: rows(db, "SELECT sample_id FROM events WHERE kind = 'rejection'") == [(3,)],
+         message="the rejection of the third card's suggestion")
+    [(source,)] = rows(db, "SELECT id FROM events WHERE kind = 'correction' AND sample_id = 1")
+    [(value, meta)] = rows(db, "SELECT value, meta FROM events WHERE kind = 'correction' "
+                               "AND sample_id = 2")
+    assert json.loads(value) == "Ahoy! The ship is <b>fast</b>."
+    meta = json.loads(meta)
+    assert meta["via"] == "propagated" and meta["propagated_from"] == source
+    assert rows(db, "SELECT COUNT(*) FROM events WHERE kind = 'rating'") == [(0,)]
+    assert page.evaluate(LEAKS) == {"tags": [], "maths": 0}
+    save_artifact(page, f"revisions-{app}-propagation-taken", panel)
+
+
+QUEUE = SETUP + '''
+for sid in (1, 2):
+    s.record_critique(sid, {critique!r})
+queue = s.review_critiques(k=3, refiner=refiner)
+'''
+
+
+@pytest.mark.parametrize("app", ["lab"])
+def test_the_critique_queue_by_keys(open_notebook, tmp_path, app, save_artifact):
+    """The queue appears with the keys active; its candidates stream in; 2 takes the second
+    and moves on to the next item (prefetched), x rejects there; the counts follow."""
+    db = tmp_path / "queue.sqlite"
+    code = QUEUE.format(db=str(db), candidates=CANDIDATES, refiner=REFINER, critique=CRITIQUE)
+    page = open_notebook(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        textwrap.dedent(code).strip())]), app=app, env=TINY)
+    page.add_style_tag(content=".jp-Cell { content-visibility: visible !important; }")
+    page.set_viewport_size({"width": 1280, "height": 1400})
+    wait = page.lfw.wait_for
+    queue = page.locator(".lfw-critiques")
+    page.locator(".lfw-keys[data-keys='active']").wait_for(timeout=120_000)
+    header = queue.locator(".widget-html-content", has_text="turned into training targets")
+    assert "0 of 2 turned into training targets · 0 rejected" in header.inner_text()
+    assert CRITIQUE in queue.inner_text() and "Item 1 of 2" in queue.inner_text()
+    visible = ("() => [...document.querySelectorAll('.lfw-critiques .lfw-candidate')]"
+               ".filter((e) => e.offsetParent !== null && e.innerText.trim()).length")
+    execute(page, "refiner.gate.release()")
+    wait(lambda: page.evaluate(visible) == 1, message="the first candidate")
+    execute(page, "refiner.gate.release(5)")  # the rest, and the next item's (prefetched)
+    wait(lambda: page.evaluate(visible) == 3, message="three candidates")
+    save_artifact(page, f"revisions-{app}-queue", queue)
+    page.keyboard.press("2")
+    wait(lambda: "Item 2 of 2" in queue.inner_text(), message="the next item")
+    wait(lambda: "1 of 2 turned into training targets" in header.inner_text(),
+         message="the count")
+    wait(lambda: page.evaluate(visible) == 3, message="the next item's candidates")
+    page.keyboard.press("x")
+    wait(lambda: "· 1 rejected" in header.inner_text(), message="the rejection counted")
+    [(sid, value, meta)] = rows(db, "SELECT sample_id, value, meta FROM events "
+                                    "WHERE kind = 'correction'")
+    assert (sid, json.loads(value), json.loads(meta)["candidate"]) == (1, CANDIDATES[1], 1)
+    assert rows(db, "SELECT sample_id FROM events WHERE kind = 'rejection'") == [(2,)]
+    assert page.evaluate(LEAKS) == {"tags": [], "maths": 0}
+    save_artifact(page, f"revisions-{app}-queue-done", queue)
