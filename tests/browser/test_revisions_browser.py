@@ -126,7 +126,7 @@ def execute(page, code: str) -> str:
     return result["output"]
 
 
-@pytest.mark.parametrize("app", ["lab"])
+@pytest.mark.parametrize("app", ["lab", "notebook"])
 def test_suggested_revisions_stream_into_the_card_and_key_1_accepts(open_notebook, tmp_path,
                                                                     app, save_artifact):
     db = tmp_path / "revisions.sqlite"
