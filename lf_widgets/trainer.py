@@ -54,6 +54,12 @@ class TrainConfig:
     # chosen answer's own probability does not fall while it pulls ahead of the rejected one
     max_epochs: float | None = 4.0  # an adapter sees each example at most this many times:
     # more passes over a few pairs drive the loss to zero and undo what was learnt. None: no cap
+    retention_tolerance: float | None = 0.1  # stop, and put the adapter back, when its loss on
+    # earlier examples it has already learnt (seen max_epochs times) rises by more than this many
+    # nats over the run's start: a few new judgements (a slip, a noisy annotator) must not undo
+    # what many earlier ones taught. None: no check
+    retention_examples: int = 16  # how many learnt examples the check measures (a seeded draw)
+    retention_every: int = 2  # check every N steps and after the last one
     exclude_ab_prompts: bool = True  # prompts of A/B tests stay out of training (they judge it)
     capability_every: int = 10  # measure NLL on general text (base vs tuned) every N steps and at
     # the end, for the monitor's capability line; 0: never (~1-3 s each on the default model, CPU)
@@ -77,7 +83,8 @@ class TrainConfig:
 
 # field -> (smallest allowed, whether the smallest itself is allowed); ints must be ints
 _INT_FIELDS = {"steps": 1, "batch_size": 1, "max_length": 2, "lora_r": 1, "refresh_every": 1,
-               "checkpoint_every": 0, "seed": 0, "lora_alpha": 1, "capability_every": 0}
+               "checkpoint_every": 0, "seed": 0, "lora_alpha": 1, "capability_every": 0,
+               "retention_examples": 1, "retention_every": 1}
 _FLOAT_FIELDS = {"lr": (0.0, False), "beta": (0.0, False), "max_grad_norm": (0.0, False),
                  "lora_dropout": (0.0, True), "holdout": (0.0, True), "nll_weight": (0.0, True),
                  "critique_weight": (0.0, True), "min_edit_ratio": (0.0, True)}
@@ -101,6 +108,10 @@ def _check_numbers(config: TrainConfig) -> None:
     if config.min_edit_ratio > 1:
         raise ValueError(f"min_edit_ratio must be in [0, 1] (edit distance / longer length), "
                          f"got {config.min_edit_ratio!r}")
+    tol = config.retention_tolerance
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float))
+                            or not math.isfinite(tol) or tol < 0):
+        raise ValueError(f"retention_tolerance must be None or a finite number >= 0, got {tol!r}")
     if not isinstance(config.hindsight, bool):
         raise ValueError(f"hindsight must be True or False, got {config.hindsight!r}")
     if config.max_epochs is not None and (isinstance(config.max_epochs, bool) or not isinstance(
@@ -191,6 +202,8 @@ class TrainingRun:
         self._pause, self._stop, self._finished = threading.Event(), threading.Event(), threading.Event()
         self._lock = threading.Lock()  # state changes from the cell and the model's thread
         self._optimizer = self._rng = None
+        self._guard_note = ""  # why the retention check stopped the run, for its summary
+        self._retention = None  # learnt examples the retention check measures (None: no check)
         self._t_start = 0.0
         self.planned_steps = config.steps  # fewer when the overfitting guard says so
         self._events_noted = False  # provenance: judgement ids read once per data refresh
@@ -315,6 +328,8 @@ class TrainingRun:
         if small_memory(owner.device.type):
             release_memory()
         self._report(run_step, examples, result, time.perf_counter() - t0)
+        if self._retention and (run_step % cfg.retention_every == 0 or run_step >= self.planned_steps):
+            self._check_retention(run_step)
         if cfg.checkpoint_every and not result.skipped and owner.adapter_step % cfg.checkpoint_every == 0:
             self._checkpoint()
 
@@ -368,6 +383,51 @@ class TrainingRun:
         self.config = replace(self.config, pass_tokens=pass_tokens(self.config.pass_tokens,
                                                                    self.owner.device.type))
         self._t_start = time.perf_counter()
+        self._start_retention()
+
+    def _start_retention(self) -> None:
+        """Measure the loss on earlier, learnt examples before the run's first update."""
+        from . import step as _step
+
+        cfg, owner = self.config, self.owner
+        self._retention = None
+        if cfg.retention_tolerance is None or cfg.max_epochs is None:
+            return
+        pool = getattr(self._data, _step.POOLS[self.objective])
+        learnt = [e for e in pool if owner.visits[e.key] >= cfg.max_epochs]
+        if not learnt:
+            return
+        learnt = random.Random(cfg.seed).sample(learnt, min(len(learnt), cfg.retention_examples))
+        self._retention = learnt
+        self._retention_start = self._retention_loss()
+        self._good = ([p.detach().clone() for p in self._params], len(self.metrics))
+
+    def _retention_loss(self) -> float:
+        from . import step as _step
+
+        owner = self.owner
+        return _step.train_step(owner.model, self.objective, self._retention, pad_id=owner.pad_id,
+                                device=owner.device, cache=owner.reference_cache,
+                                config=self.config).loss
+
+    def _check_retention(self, run_step: int) -> None:
+        import torch
+
+        loss, start = self._retention_loss(), self._retention_start
+        if loss <= start + self.config.retention_tolerance:
+            self._good = ([p.detach().clone() for p in self._params], run_step)
+            return
+        weights, good_step = self._good
+        with torch.no_grad():
+            for p, w in zip(self._params, weights):
+                p.copy_(w)
+        self._stop.set()
+        self._guard_note = (
+            f" · stopped after step {run_step}: the loss on {len(self._retention)} earlier examples "
+            f"rose from {start:.3g} to {loss:.3g} (by more than retention_tolerance="
+            f"{self.config.retention_tolerance:g}): the new feedback undoes earlier feedback (a "
+            "slip or a noisy judgement? undo it if it is wrong, or the earlier judgements if they "
+            f"are outdated). The adapter is back to where it was after step {good_step} of this run")
 
     def _report(self, run_step: int, examples, result, seconds: float) -> None:
         cfg = self.config
@@ -408,7 +468,7 @@ class TrainingRun:
         span = f" · loss {losses[0]:.3g} → {losses[-1]:.3g}" if losses else ""
         minutes = (time.perf_counter() - self._t_start) / 60 if self._t_start else 0.0
         return (f"{state} · {len(self.metrics)} of {self.config.steps} steps · "
-                f"{self.objective.upper()}{span} · {minutes:.1f} min")
+                f"{self.objective.upper()}{span} · {minutes:.1f} min{self._guard_note}")
 
     def _checkpoint(self) -> None:
         from .adapters import NonFiniteAdapter

@@ -129,3 +129,55 @@ def test_capability_is_measured_during_training_for_the_monitor(fresh):
     assert last["capability_nll"] > 0 and last["capability_base_nll"] > 0
     history = fresh.training_history()
     assert "capability_nll" in history.columns
+
+
+def _contradict(session, samples, prompt):
+    """New judgements that reverse learnt ones: the same texts, under a near-identical prompt,
+    the rejected one now preferred (what a slip or a noisy annotator does)."""
+    from lf_widgets.store import SampleRecord
+
+    good, bad = samples[0], samples[1]
+    ids = session.store.add_samples([SampleRecord(text=bad.text, prompt=prompt),
+                                     SampleRecord(text=good.text, prompt=prompt)])
+    session.record_rating(ids[0], 5)
+    session.record_rating(ids[1], 1)
+
+
+def adapter_weights(session):
+    return session.model.call(lambda: [p.detach().clone() for p in session.model.trainable_parameters()])
+
+
+@pytest.mark.parametrize("tolerance", [0.1, None])
+def test_new_feedback_that_undoes_learnt_feedback_stops_the_run_and_restores_it(fresh, tolerance):
+    """The noisy-annotator case of bench_loop: once the adapter has learnt many judgements, a few
+    new ones that contradict them must not undo them (held-out share 100 % -> 0 % before)."""
+    samples = pairs_of(fresh, ("hello", "world"))
+    fresh.train("dpo", steps=2, lr=5e-2, max_epochs=1, batch_size=2).wait(WAIT)  # both learnt
+    before = adapter_weights(fresh)
+    for prompt in ("hello ", "hello!", "hello?"):
+        _contradict(fresh, samples, prompt)
+    states = []
+    stop_listening = fresh.on("train_state", states.append)  # what the monitor shows
+    run = fresh.train("dpo", steps=6, lr=5e-2, max_epochs=1, batch_size=1,
+                      retention_tolerance=tolerance, retention_every=1).wait(WAIT)
+    stop_listening()
+    if tolerance is None:  # no check: the run trains on the contradicting pairs to the end
+        assert len(run.metrics) == 3 and run.state == "done"
+        return
+    assert run.state == "stopped", run.reason
+    last = states[-1]
+    assert last.state == "stopped"
+    assert "stopped after step 1: the loss on 2 earlier examples rose" in last.reason
+    assert "retention_tolerance=0.1" in last.reason and "back to where it was" in last.reason
+    # the adapter is back to the last checked state that kept the earlier feedback: here the
+    # state before the run (the first step already undid it)
+    assert len(run.metrics) == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, adapter_weights(fresh)))
+
+
+def test_retention_options_are_checked():
+    for bad in (-0.1, float("nan"), True, "0.1"):
+        with pytest.raises(ValueError, match="retention_tolerance"):
+            TrainConfig(retention_tolerance=bad)
+    with pytest.raises(ValueError, match="retention_every"):
+        TrainConfig(retention_every=0)
