@@ -46,7 +46,8 @@ class PreferencePanel(PairPanel):
         super().__init__(session, items, title="Which answer is better?", total=total, **kwargs)
         if request is not None:
             self._unsubscribe.append(session.on("generated", self._on_generated))
-            for slot in sorted(request.samples):  # arrived before we listened
+            # arrived before we listened, in arrival order (select= puts the least-sure pair first)
+            for slot in list(request.samples):
                 self._pair_if_complete(slot)
 
     def wait(self, timeout: float | None = None) -> PreferencePanel:
