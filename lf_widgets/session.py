@@ -414,18 +414,29 @@ class Session(SessionRevisions):
         "Take one step" button (one real SFT step on this sample: it changes the adapter).
 
         ``sample``: a :class:`Sample` or sample id. ``options``: ``lr`` (default
-        ``stepper.TEACHING_LR`` = 0.1, plain SGD) and TrainConfig fields.
+        ``stepper.TEACHING_LR`` = 0.1, plain SGD), ``feedback`` (a text, or True for the
+        sample's current critique: the step is on the critique-conditioned example that
+        ``train(hindsight=True)`` trains on, its prompt and the feedback as one user turn) and
+        TrainConfig fields.
         """
         from .panels.stepper import StepperPanel
 
         self._require_local_model("step_by_step()")
         return self._show(StepperPanel(self, sample, **options), display)
 
-    def _stepper(self, sample, **options):
+    def _stepper(self, sample, *, feedback=None, **options):
         """The kernel side of a StepperPanel (torch stays out of panels/)."""
         from .stepper import SampleStepper
 
-        return SampleStepper(self.model, self.store, sample, **options)
+        if feedback is True:  # the sample's current critique by this session's annotator
+            sample_id = int(getattr(sample, "sample_id", sample))
+            feedback = self.store.current(sample_id, self.annotator).get("critique") or None
+            if feedback is None:
+                raise ValueError(f"feedback=True: sample {sample_id} has no critique by "
+                                 f"{self.annotator!r}; record_critique() first, or pass the text")
+        elif feedback is not None and (not isinstance(feedback, str) or not feedback.strip()):
+            raise ValueError(f"feedback must be None, True or a non-empty text, got {feedback!r}")
+        return SampleStepper(self.model, self.store, sample, feedback=feedback, **options)
 
     def _show(self, panel, display: bool):
         """Display ``panel`` now, once: as a cell's last expression it shows no second copy."""

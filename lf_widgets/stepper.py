@@ -295,9 +295,17 @@ class SampleStepper:
     The panel imports no torch; it calls :meth:`probabilities` and :meth:`step` of this object.
     """
 
-    def __init__(self, owner, store, sample, *, lr: float = TEACHING_LR, **options):
+    def __init__(self, owner, store, sample, *, lr: float = TEACHING_LR, feedback: str | None = None,
+                 **options):
+        from .critique_data import hindsight_prompt
+
         self.owner, self.lr, self.options = owner, lr, options
         self.prompt, self.completion_ids = sample_tokens(owner, sample, store)
+        # a critique-conditioned example (hindsight training): the user turn carries the feedback
+        # the answer got, and the step teaches "given this feedback, this answer"
+        self.feedback = feedback
+        if feedback is not None:
+            self.prompt = hindsight_prompt(self.prompt, feedback)
 
     def probabilities(self) -> list[TokenProb]:
         return token_probabilities(self.owner, self.prompt, self.completion_ids)

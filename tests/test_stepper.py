@@ -153,3 +153,28 @@ def test_kto_view_of_a_thumbs_down(session):
     fixed = st.kto_view(session, prompt, bad, kl=0.0)
     assert fixed.loss == pytest.approx(1 - 1 / (1 + math.exp(fixed.reward)), abs=1e-5)  # 1 − σ(−r·β)
     assert "lowers" in view.sentence()
+
+
+def test_one_step_on_a_critique_conditioned_example(session):
+    """feedback=True: the step is on the hindsight example (prompt + the critique it got ->
+    the answer), what train(hindsight=True) trains on; the panel shows that user turn."""
+    from lf_widgets.critique_data import hindsight_prompt
+
+    sample_id = add(session, BAD)
+    with pytest.raises(ValueError, match=f"sample {sample_id} has no critique"):
+        session.step_by_step(sample_id, display=False, feedback=True)
+    with pytest.raises(ValueError, match="feedback must be"):
+        session.step_by_step(sample_id, display=False, feedback="  ")
+    session.record_critique(sample_id, "Off topic: a poem, not the capital. <b>x</b>")
+    panel = session.step_by_step(sample_id, display=False, feedback=True)
+    conditioned = hindsight_prompt(PROMPT, "Off topic: a poem, not the capital. <b>x</b>")
+    assert panel._stepper.prompt == conditioned
+    _, ids = st.sample_tokens(session, sample_id)
+    plain = st.loss_of(st.token_probabilities(session, PROMPT, ids))
+    assert panel.loss == pytest.approx(st.loss_of(st.token_probabilities(session, conditioned, ids)))
+    assert panel.loss != pytest.approx(plain)  # the feedback is in the context the model sees
+    shown = "".join(_Markup(panel._prompt.value).text)
+    assert shown.startswith("Prompt with the feedback (a hindsight example): ")
+    assert conditioned in shown and "<b>" not in panel._prompt.value  # escaped
+    report = panel.take_step()
+    assert report.loss_after < report.loss_before

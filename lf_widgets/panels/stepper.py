@@ -98,8 +98,11 @@ class StepperPanel(DisplayOnce, widgets.VBox):
         self._session = session
         self._stepper = stepper if stepper is not None else session._stepper(sample, **options)
         self.report = None  # the last step's StepReport
-        prompt = getattr(sample, "prompt", None) or getattr(self._stepper, "prompt", "")
-        self._prompt = widgets.HTML(escaped_html(f"Prompt: {prompt or '(none)'}",
+        # the stepper's prompt is what the step conditions on (with feedback, the hindsight turn)
+        prompt = getattr(self._stepper, "prompt", None) or getattr(sample, "prompt", None)
+        label = ("Prompt with the feedback (a hindsight example)"
+                 if getattr(self._stepper, "feedback", None) else "Prompt")
+        self._prompt = widgets.HTML(escaped_html(f"{label}: {prompt or '(none)'}",
                                                  style="font-weight:bold;white-space:pre-wrap"))
         self._tokens = widgets.HTML()
         self._formula = widgets.HTML()
