@@ -6,6 +6,7 @@ row in the SQLite feedback log, not only the page.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import textwrap
@@ -90,6 +91,37 @@ def test_ab_vote_by_click_and_by_keyboard(open_notebook, tmp_path):
     # every item voted: the panel reveals who was who and the statistics
     page.locator(".widget-html-content", has_text="decided vote").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
+
+
+def test_ab_reveal_shows_side_bias_and_length_controlled_rate_next_to_the_raw_rate(
+        open_notebook, tmp_path, save_artifact):
+    """Issue 11: the honest-A/B lines are what the person sees after the last vote."""
+    db = tmp_path / "ab_checks.sqlite"
+    page = open_notebook(notebook(f"""
+        import lf_widgets as lfw
+        s = lfw.Session(store={str(db)!r}, annotator="browser")
+        for i, x in enumerate(s.generate(["hello", "world"], n=4, max_new_tokens=6, seed=0,
+                                         progress=False)):
+            s.record_rating(x.sample_id, [5, 1, 4, 2][i % 4])
+        s.train("dpo", steps=2, lr=1e-2).wait()
+        ab = s.ab_test([f"q{{i}}" for i in range(10)], seed=0, max_new_tokens=4)
+        """), env=TINY)
+    votes = "SELECT COUNT(*) FROM events WHERE kind = 'ab_vote'"
+    page.locator(".widget-html-content", has_text="Item 1 of 10").click()  # focus the panel
+    for k, key in enumerate("abaabbabta"):
+        page.keyboard.press(key)
+        page.lfw.wait_for(lambda: rows(db, votes)[0][0] == k + 1, message=f"vote {k + 1}")
+    panel = page.locator(".widget-box", has_text="decided vote").last
+    panel.locator(".widget-html-content", has_text="length-controlled win rate").first.wait_for()
+    text = panel.inner_text()
+    raw = text.index("decided vote")
+    side = text.index("side: the left answer (A) won")
+    lc = text.index("length-controlled win rate of")
+    assert re.search(r"side: the left answer \(A\) won \d+ of \d+ votes that picked a side", text)
+    # 9 compared votes (>= MIN_VOTES_FOR_LC): the regression's rate and interval, not a note
+    assert re.search(r"length-controlled win rate of tuned: \d+% \[\d+%, \d+%\]", text), text
+    assert raw < side and raw < lc  # next to (below) the raw rate, in the same panel
+    print(save_artifact(page, "ab-reveal-checks-lab", panel))
 
 
 @pytest.mark.parametrize("app", ["lab", "notebook"])
