@@ -111,17 +111,18 @@ def test_ab_reveal_shows_side_bias_and_length_controlled_rate_next_to_the_raw_ra
     for k, key in enumerate("abaabbabta"):
         page.keyboard.press(key)
         page.lfw.wait_for(lambda: rows(db, votes)[0][0] == k + 1, message=f"vote {k + 1}")
-    panel = page.locator(".widget-box", has_text="decided vote").last
-    panel.locator(".widget-html-content", has_text="length-controlled win rate").first.wait_for()
-    text = panel.inner_text()
-    raw = text.index("decided vote")
-    side = text.index("side: the left answer (A) won")
-    lc = text.index("length-controlled win rate of")
-    assert re.search(r"side: the left answer \(A\) won \d+ of \d+ votes that picked a side", text)
+    html = lambda text: page.locator(".widget-html-content", has_text=text).first  # noqa: E731
+    lc, side, raw = (html("length-controlled win rate of"), html("side: the left answer (A) won"),
+                     html("decided vote"))
+    lc.wait_for()
+    assert re.search(r"side: the left answer \(A\) won \d+ of \d+ votes that picked a side",
+                     side.inner_text())
     # 9 compared votes (>= MIN_VOTES_FOR_LC): the regression's rate and interval, not a note
-    assert re.search(r"length-controlled win rate of tuned: \d+% \[\d+%, \d+%\]", text), text
-    assert raw < side and raw < lc  # next to (below) the raw rate, in the same panel
-    print(save_artifact(page, "ab-reveal-checks-lab", panel))
+    assert re.search(r"length-controlled win rate of tuned: \d+% \[\d+%, \d+%\]",
+                     lc.inner_text()), lc.inner_text()
+    y = [el.bounding_box()["y"] for el in (raw, side, lc)]
+    assert y == sorted(y), y  # right below the raw rate, in the order the reveal reads
+    print(save_artifact(page, "ab-reveal-checks-lab"))
 
 
 @pytest.mark.parametrize("app", ["lab", "notebook"])
