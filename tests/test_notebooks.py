@@ -96,3 +96,36 @@ def test_ab_testing_notebook_on_default_model_shows_the_tuned_model_ahead(tmp_pa
     print("the stand-in's base-vs-tuned votes:", winners)
     assert len(winners) == 6
     assert winners.count("tuned") > winners.count("base")
+
+
+@pytest.mark.slow
+def test_critiques_notebook_on_default_model_teaches_the_opening_phrase(tmp_path, monkeypatch,
+                                                                        default_model_cache):
+    """Notebook 05 says: critiques and accepted revisions alone (no typed answer) teach the model
+    to open with "Ahoy!" on held-out questions it answered otherwise before."""
+    import ast
+
+    from lf_widgets.store import FeedbackStore
+
+    path = next(p for p in NOTEBOOKS if p.name == "05_learning_from_critiques.ipynb")
+    t0 = time.time()
+    nb = run_notebook(path, tmp_path, {"LF_WIDGETS_MODEL": "", "LF_WIDGETS_CACHE": str(default_model_cache)},
+                      monkeypatch)
+    print(f"notebook 05 on the default model: {time.time() - t0:.1f} s")
+    assert stderr_outputs(nb) == []
+    source = next(c.source for c in nb.cells if c.cell_type == "code" and "HELD_OUT = [" in c.source)
+    held_out = ast.literal_eval(source.split("HELD_OUT = ", 1)[1].split("\n\n", 1)[0])
+    store = FeedbackStore(tmp_path / "critiques.sqlite")
+    try:
+        samples = store.samples()
+        corrections = store.current_events(kinds=["correction"])
+    finally:
+        store.close()
+    assert len(corrections) > 0 and all(m["via"] == "revision" for m in corrections["meta"])
+    answers = samples[samples["prompt"].isin(held_out)]
+    before = answers[answers["adapter_step"].isna()]
+    after = answers[answers["adapter_step"].notna()]
+    assert len(before) == len(after) == len(held_out)
+    hits = [int(df["text"].str.lstrip().str.startswith("Ahoy!").sum()) for df in (before, after)]
+    print("held-out answers opening with 'Ahoy!', before and after:", hits)
+    assert hits[1] > hits[0] and hits[1] >= len(held_out) // 2  # "most", as the notebook says
