@@ -99,6 +99,7 @@ def test_ab_testing_notebook_on_default_model_shows_the_tuned_model_ahead(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # a whole notebook on the real model: 18 min seen at load 7-10
 def test_critiques_notebook_on_default_model_teaches_the_opening_phrase(tmp_path, monkeypatch,
                                                                         default_model_cache):
     """Notebook 05 says: critiques and accepted revisions alone (no typed answer) teach the model
