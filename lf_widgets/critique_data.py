@@ -44,36 +44,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+# the template and goal rule live in _goal (torch-free, no cycle); re-exported here
+from ._goal import (FEEDBACK_REQUEST, HINDSIGHT_TEMPLATE, check_goal, goal_prompt,
+                    hindsight_prompt)
+
 __all__ = ["FEEDBACK_REQUEST", "HINDSIGHT_TEMPLATE", "CritiqueText", "CritiqueExamples",
            "critique_texts", "critique_examples", "add_critique_examples", "critique_note",
            "goal_prompt", "hindsight_prompt", "feedback_prompt_ids", "check_goal"]
-
-# The follow-up user turn whose answer is the critique (feedback modelling).
-FEEDBACK_REQUEST = "Give feedback on your answer."
-# The user turn of a hindsight example and of goal-conditioned generation. ``{feedback}`` is the
-# critique the sample received (training) or the goal (generation): feedback *on* the answer.
-HINDSIGHT_TEMPLATE = "{prompt}\n\nFeedback on the answer: {feedback}"
-
-
-def check_goal(goal, name: str = "goal") -> str | None:
-    """``goal`` as given when None or a non-empty string, else a ValueError naming ``name``."""
-    if goal is not None and (not isinstance(goal, str) or not goal.strip()):
-        raise ValueError(f"{name} must be None or a non-empty string, got {goal!r}")
-    return goal
-
-
-def hindsight_prompt(prompt: str, feedback: str) -> str:
-    """The user turn ``HINDSIGHT_TEMPLATE`` makes of a prompt and a feedback text."""
-    return HINDSIGHT_TEMPLATE.format(prompt=prompt, feedback=feedback.strip())
-
-
-def goal_prompt(prompt: str, goal: str | None) -> str:
-    """The user turn generation sends: ``prompt`` itself, or conditioned on ``goal``.
-
-    The one rule shared by every generation path (``generation.generation_prompt_ids``) and by
-    hindsight training, so a goal reads exactly like the feedback the examples were trained on.
-    """
-    return prompt if goal is None else hindsight_prompt(prompt, goal)
 
 
 def feedback_prompt_ids(tokenizer, prompt: str, answer: str) -> list[int]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from .critique_data import goal_prompt
+from ._goal import goal_prompt
 from .sampling import Completion, SamplingConfig, chat_prompt_ids, check_count
 
 __all__ = ["SamplingConfig", "Completion", "chat_prompt_ids", "generation_prompt_ids",

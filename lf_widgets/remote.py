@@ -258,7 +258,7 @@ class RemoteChatModel:
 
     def _chat(self, prompt: str, n: int, config: SamplingConfig,
               seed: int | None) -> list[tuple[str, bool]]:
-        from .critique_data import goal_prompt  # the goal reads as local generation sends it
+        from ._goal import goal_prompt  # the goal reads as local generation sends it
 
         content = goal_prompt(prompt, config.goal)
         payload = {"model": self.model, "messages": [{"role": "user", "content": content}],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from .critique_data import check_goal
+from ._goal import check_goal
 
 __all__ = ["SamplingConfig", "Completion", "Sample", "chat_prompt_ids", "check_prompts", "check_count",
            "sampling_config"]

@@ -104,7 +104,7 @@ class Session(SessionRevisions):
 
     @goal.setter
     def goal(self, value: str | None) -> None:
-        from .critique_data import check_goal
+        from ._goal import check_goal
 
         self._goal = check_goal(value, "Session.goal")
 

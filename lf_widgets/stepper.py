@@ -297,7 +297,7 @@ class SampleStepper:
 
     def __init__(self, owner, store, sample, *, lr: float = TEACHING_LR, feedback: str | None = None,
                  **options):
-        from .critique_data import hindsight_prompt
+        from ._goal import hindsight_prompt
 
         self.owner, self.lr, self.options = owner, lr, options
         self.prompt, self.completion_ids = sample_tokens(owner, sample, store)
