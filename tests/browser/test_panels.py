@@ -105,12 +105,15 @@ def test_ab_reveal_shows_side_bias_and_length_controlled_rate_next_to_the_raw_ra
             s.record_rating(x.sample_id, [5, 1, 4, 2][i % 4])
         s.train("dpo", steps=2, lr=1e-2).wait()
         ab = s.ab_test([f"q{{i}}" for i in range(10)], seed=0, max_new_tokens=4)
+        ab.wait()  # every item written: a key on the last arrived item must not wait for the next
         """), env=TINY)
     votes = "SELECT COUNT(*) FROM events WHERE kind = 'ab_vote'"
     page.locator(".widget-html-content", has_text="Item 1 of 10").click()  # focus the panel
     for k, key in enumerate("abaabbabta"):
         page.keyboard.press(key)
         page.lfw.wait_for(lambda: rows(db, votes)[0][0] == k + 1, message=f"vote {k + 1}")
+        if k < 9:  # the next key is for the next item: wait until the page shows it
+            page.locator(".widget-html-content", has_text=f"Item {k + 2} of 10").first.wait_for()
     html = lambda text: page.locator(".widget-html-content", has_text=text).first  # noqa: E731
     lc, side, raw = (html("length-controlled win rate of"), html("side: the left answer (A) won"),
                      html("decided vote"))
