@@ -22,3 +22,20 @@ def finished_samples(session, prompts, n=2, *, seed=0, max_new_tokens=8):
             conn.execute("UPDATE samples SET token_ids = ?, truncated = 0 WHERE id = ?",
                          (json.dumps(ids), s.sample_id))
     return session.samples()[-len(out):] if out else []
+
+
+def sqlite_rows(db, sql: str) -> list:
+    """The rows of ``sql`` in the SQLite log at ``db``, read by a connection of the test's own
+    (what a person would find there); [] while the file or its tables do not exist yet."""
+    import sqlite3
+    from pathlib import Path
+
+    if not Path(db).exists():
+        return []
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+    finally:
+        con.close()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import sqlite3
 import textwrap
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from tests.helpers import sqlite_rows
 
 pytestmark = pytest.mark.browser
 
@@ -22,16 +23,7 @@ NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 TINY = {"LF_WIDGETS_MODEL": "tiny"}
 
 
-def rows(db: Path, sql: str) -> list:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-    finally:
-        con.close()
+rows = sqlite_rows  # the log as a person would find it
 
 
 def notebook(*cells: str) -> nbformat.NotebookNode:
@@ -65,17 +57,22 @@ def test_rating_click_lands_in_sqlite_and_html_is_inert(open_notebook, tmp_path)
     assert page.locator(".widget-html-content img").count() == 0
 
 
-def test_ab_vote_by_click_and_by_keyboard(open_notebook, tmp_path):
-    db = tmp_path / "ab.sqlite"
-    page = open_notebook(notebook(f"""
+def ab_notebook(db: Path, prompts: str, wait: bool = False) -> nbformat.NotebookNode:
+    """A session on the tiny model, a 2-step DPO adapter, then an A/B test of ``prompts`` (code)."""
+    return notebook(f"""
         import lf_widgets as lfw
         s = lfw.Session(store={str(db)!r}, annotator="browser")
         for i, x in enumerate(s.generate(["hello", "world"], n=4, max_new_tokens=6, seed=0,
                                          progress=False)):
             s.record_rating(x.sample_id, [5, 1, 4, 2][i % 4])
         s.train("dpo", steps=2, lr=1e-2).wait()
-        ab = s.ab_test(["q1", "q2", "q3"], seed=0, max_new_tokens=4)
-        """), env=TINY)
+        ab = s.ab_test({prompts}, seed=0, max_new_tokens=4)
+        """ + ("ab.wait()\n" if wait else ""))
+
+
+def test_ab_vote_by_click_and_by_keyboard(open_notebook, tmp_path):
+    db = tmp_path / "ab.sqlite"
+    page = open_notebook(ab_notebook(db, '["q1", "q2", "q3"]'), env=TINY)
     votes = "SELECT json_extract(value, '$.choice') FROM events WHERE kind = 'ab_vote'"
     cells = n_cells(page)
     page.locator("button.jupyter-button", has_text="A is better").click()
@@ -97,16 +94,8 @@ def test_ab_reveal_shows_side_bias_and_length_controlled_rate_next_to_the_raw_ra
         open_notebook, tmp_path, save_artifact):
     """Issue 11: the honest-A/B lines are what the person sees after the last vote."""
     db = tmp_path / "ab_checks.sqlite"
-    page = open_notebook(notebook(f"""
-        import lf_widgets as lfw
-        s = lfw.Session(store={str(db)!r}, annotator="browser")
-        for i, x in enumerate(s.generate(["hello", "world"], n=4, max_new_tokens=6, seed=0,
-                                         progress=False)):
-            s.record_rating(x.sample_id, [5, 1, 4, 2][i % 4])
-        s.train("dpo", steps=2, lr=1e-2).wait()
-        ab = s.ab_test([f"q{{i}}" for i in range(10)], seed=0, max_new_tokens=4)
-        ab.wait()  # every item written: a key on the last arrived item must not wait for the next
-        """), env=TINY)
+    # every item written first: a key on the last arrived item must not wait for the next
+    page = open_notebook(ab_notebook(db, '[f"q{i}" for i in range(10)]', wait=True), env=TINY)
     votes = "SELECT COUNT(*) FROM events WHERE kind = 'ab_vote'"
     page.locator(".widget-html-content", has_text="Item 1 of 10").click()  # focus the panel
     for k, key in enumerate("abaabbabta"):

@@ -14,12 +14,13 @@ Screenshots go to ``tests/browser/artifacts/``.
 from __future__ import annotations
 
 import json
-import sqlite3
 import textwrap
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from tests.helpers import sqlite_rows
 
 pytestmark = pytest.mark.browser
 
@@ -108,16 +109,7 @@ LEAKS = """() => {
 }"""
 
 
-def rows(db: Path, sql: str) -> list:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-    finally:
-        con.close()
+rows = sqlite_rows  # the log as a person would find it
 
 
 def execute(page, code: str) -> str:

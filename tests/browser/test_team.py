@@ -4,28 +4,20 @@ a click lands in the log, and "k of m done" follows."""
 from __future__ import annotations
 
 import re
-import sqlite3
 import textwrap
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from tests.helpers import sqlite_rows
+
 pytestmark = pytest.mark.browser
 
 TINY = {"LF_WIDGETS_MODEL": "tiny"}
 
 
-def rows(db: Path, sql: str) -> list:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-    finally:
-        con.close()
+rows = sqlite_rows  # the log as a person would find it
 
 
 def test_queue_shows_only_the_annotators_pending_items(open_notebook, tmp_path):
