@@ -54,12 +54,15 @@ class TrainConfig:
     # chosen answer's own probability does not fall while it pulls ahead of the rejected one
     max_epochs: float | None = 4.0  # an adapter sees each example at most this many times:
     # more passes over a few pairs drive the loss to zero and undo what was learnt. None: no cap
-    retention_tolerance: float | None = 0.1  # stop, and put the adapter back, when its loss on
-    # earlier examples it has already learnt (seen max_epochs times) rises by more than this many
-    # nats over the run's start: a few new judgements (a slip, a noisy annotator) must not undo
-    # what many earlier ones taught. None: no check
+    retention_tolerance: float | None = 0.1  # stop, and put the adapter back, when the adapter's
+    # hold on earlier examples it has already learnt (seen max_epochs times) falls by more than
+    # this share of its value at the run's start (at least this much in absolute terms). The hold
+    # is what does not saturate: DPO's mean reward margin, KTO's signed reward, SFT's log-prob per
+    # token (a loss near zero hides a collapsing margin). A few new judgements (a slip, a noisy
+    # annotator) must not undo what many earlier ones taught. None: no check
     retention_examples: int = 16  # how many learnt examples the check measures (a seeded draw)
-    retention_every: int = 2  # check every N steps and after the last one
+    retention_every: int = 2  # check every N steps and after the last one (a failed check puts
+    # back the adapter of the last passed one: the run's start at the first check)
     exclude_ab_prompts: bool = True  # prompts of A/B tests stay out of training (they judge it)
     capability_every: int = 10  # measure NLL on general text (base vs tuned) every N steps and at
     # the end, for the monitor's capability line; 0: never (~1-3 s each on the default model, CPU)
@@ -179,6 +182,32 @@ def leave_out_ab_prompts(data, store) -> None:
             setattr(data, pool, kept)
     if getattr(data, "critiques", None):  # not counted: the summary has no row for them
         data.critiques = [e for e in data.critiques if e.prompt not in held]
+
+
+HOLD_NAMES = {"dpo": "reward margin", "kto": "signed reward", "sft": "log-prob per token"}
+
+
+def retention_hold(objective: str, extras: dict, examples) -> float:
+    """The retention check's measure of how firmly learnt examples are held (higher: firmer).
+
+    Not the loss: once a pair is learnt, DPO's loss is near zero and stays there while its margin
+    shrinks by half, so a loss threshold notices a collapse only when it is complete (bench_loop's
+    noisy annotator: 100 % -> 17 % before the loss rose by 0.1 nats). The margin, the signed KTO
+    reward (desirable +, undesirable -) and SFT's log-prob per token do not saturate.
+    """
+    if objective == "dpo":
+        return extras["reward_margin"]
+    if objective == "kto":
+        good = sum(e.desirable for e in examples)
+        bad = len(examples) - good
+        return (good * extras.get("desirable_reward", 0.0)
+                - bad * extras.get("undesirable_reward", 0.0)) / max(len(examples), 1)
+    return extras["target_logp"]
+
+
+def retention_lost(start: float, hold: float, tolerance: float) -> bool:
+    """Whether the hold fell by more than ``tolerance`` of its start (and at least ``tolerance``)."""
+    return hold < start - tolerance * max(abs(start), 1.0)
 
 
 class TrainingRun:
@@ -386,7 +415,7 @@ class TrainingRun:
         self._start_retention()
 
     def _start_retention(self) -> None:
-        """Measure the loss on earlier, learnt examples before the run's first update."""
+        """Measure the hold on earlier, learnt examples before the run's first update."""
         from . import step as _step
 
         cfg, owner = self.config, self.owner
@@ -399,22 +428,24 @@ class TrainingRun:
             return
         learnt = random.Random(cfg.seed).sample(learnt, min(len(learnt), cfg.retention_examples))
         self._retention = learnt
-        self._retention_start = self._retention_loss()
+        self._retention_start = self._retention_hold()
         self._good = ([p.detach().clone() for p in self._params], len(self.metrics))
 
-    def _retention_loss(self) -> float:
+    def _retention_hold(self) -> float:
+        """How firmly the adapter holds the learnt examples; higher is firmer (see retention_hold)."""
         from . import step as _step
 
         owner = self.owner
-        return _step.train_step(owner.model, self.objective, self._retention, pad_id=owner.pad_id,
-                                device=owner.device, cache=owner.reference_cache,
-                                config=self.config).loss
+        result = _step.train_step(owner.model, self.objective, self._retention, pad_id=owner.pad_id,
+                                  device=owner.device, cache=owner.reference_cache,
+                                  config=self.config)
+        return retention_hold(self.objective, result.extras, self._retention)
 
     def _check_retention(self, run_step: int) -> None:
         import torch
 
-        loss, start = self._retention_loss(), self._retention_start
-        if loss <= start + self.config.retention_tolerance:
+        hold, start = self._retention_hold(), self._retention_start
+        if not retention_lost(start, hold, self.config.retention_tolerance):
             self._good = ([p.detach().clone() for p in self._params], run_step)
             return
         weights, good_step = self._good
@@ -422,10 +453,11 @@ class TrainingRun:
             for p, w in zip(self._params, weights):
                 p.copy_(w)
         self._stop.set()
+        what = HOLD_NAMES[self.objective]
         self._guard_note = (
-            f" · stopped after step {run_step}: the loss on {len(self._retention)} earlier examples "
-            f"rose from {start:.3g} to {loss:.3g} (by more than retention_tolerance="
-            f"{self.config.retention_tolerance:g}): the new feedback undoes earlier feedback (a "
+            f" · stopped after step {run_step}: the {what} on {len(self._retention)} earlier "
+            f"examples fell from {start:.3g} to {hold:.3g} (by more than retention_tolerance="
+            f"{self.config.retention_tolerance:g} of it): the new feedback undoes earlier feedback (a "
             "slip or a noisy judgement? undo it if it is wrong, or the earlier judgements if they "
             f"are outdated). The adapter is back to where it was after step {good_step} of this run")
 

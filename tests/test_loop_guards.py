@@ -167,7 +167,7 @@ def test_new_feedback_that_undoes_learnt_feedback_stops_the_run_and_restores_it(
     assert run.state == "stopped", run.reason
     last = states[-1]
     assert last.state == "stopped"
-    assert "stopped after step 1: the loss on 2 earlier examples rose" in last.reason
+    assert "stopped after step 1: the reward margin on 2 earlier examples fell" in last.reason
     assert "retention_tolerance=0.1" in last.reason and "back to where it was" in last.reason
     # the adapter is back to the last checked state that kept the earlier feedback: here the
     # state before the run (the first step already undid it)
