@@ -189,6 +189,30 @@ def test_ab_generation_during_training_corrupts_nothing(trained):
     assert sorted(mine.params.map(lambda p: p["contender"])) == ["base"] * 4 + ["tuned"] * 4
 
 
+def test_a_vote_on_the_last_arrived_item_moves_on_when_the_next_one_arrives(session):
+    """Voting faster than the model writes: the next item is shown as it arrives, as a vote on
+    any earlier item moves on at once — unless the person moved by hand meanwhile."""
+    from lf_widgets.panels._pair import PairItem
+    from lf_widgets.panels.preference import PreferencePanel
+
+    samples = finished_samples(session, ["p1", "p2", "p3"], n=2, max_new_tokens=4)
+    items = [PairItem(a.prompt, a, b) for a, b in zip(samples[::2], samples[1::2])]
+    panel = PreferencePanel(session, items[:1])
+    panel.total = 3  # as a compare() request of 3 prompts whose pairs are still being written
+    panel.keyboard.press("a")  # the only item so far: stays, waiting
+    assert panel.index == 0 and panel.judged == 1
+    panel.add_item(items[1])  # arrives: shown, ready for the next key
+    assert panel.index == 1 and "Item 2 of 3" in panel.prompt_text.value
+    panel.keyboard.press("b")
+    panel.keyboard.press("p")  # back to item 1 by hand: the arrival must not pull the view away
+    panel.add_item(items[2])
+    assert panel.index == 0
+    panel.keyboard.press("n")
+    panel.keyboard.press("n")
+    panel.keyboard.press("t")  # the last item of all: nothing more comes, the view stays
+    assert panel.index == 2 and panel.judged == 3
+
+
 def test_untrusted_text_in_pair_panels_is_escaped(session):
     from lf_widgets.panels.preference import PreferencePanel
     from lf_widgets.panels._pair import PairItem

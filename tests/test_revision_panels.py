@@ -253,6 +253,18 @@ def test_reject_all_stores_a_rejection_and_no_correction(session, samples, refin
     assert "no suggested revisions open" in panel.cards[1].status.value
 
 
+def test_u_takes_back_a_rejection_in_the_rating_card(session, samples, refiner):
+    panel = critiqued_panel(session, samples, refiner)
+    panel.keyboard.press("s")
+    wait_done(panel)
+    panel.keyboard.press("x")
+    assert len(rejections(session)) == 1
+    panel.keyboard.press("u")
+    assert session.store.current_events(kinds=("rejection",)).empty  # no longer in force
+    assert "↶ undid rejection" in panel.cards[0].status.value
+    assert rows(session, "SELECT COUNT(*) FROM events WHERE kind = 'undo'") == [(1,)]
+
+
 def test_escape_closes_the_list_and_the_digits_rate_again(session, samples, gated):
     panel = critiqued_panel(session, samples, gated)
     arrived = listen(session, "revision")

@@ -54,6 +54,9 @@ class PairPanel(DisplayOnce, widgets.VBox):
                  **kwargs):
         self._session = session
         self._lock = threading.RLock()  # items arrive on the model's thread
+        # a vote on the last arrived item while more are being written: show the next one as it
+        # arrives, as a vote on any other item moves on at once (cleared by moving by hand)
+        self._advance_on_arrival = False
         self.items = list(items)
         self.title = widgets.HTML(escaped_html(title, style="font-weight:bold"))
         self.prompt_text = widgets.HTML()
@@ -103,7 +106,11 @@ class PairPanel(DisplayOnce, widgets.VBox):
         """Show one more item (its two answers are written)."""
         with self._lock:
             self.items.append(item)
-            self._render()
+            if self._advance_on_arrival and self.index == len(self.items) - 2:
+                self._advance_on_arrival = False
+                self.index += 1  # renders
+            else:
+                self._render()
 
     def sample_ids(self) -> list[int]:
         return [s.sample_id for item in list(self.items) for s in (item.left, item.right)]
@@ -117,6 +124,7 @@ class PairPanel(DisplayOnce, widgets.VBox):
     # -- view ------------------------------------------------------------------------------------
     @traitlets.observe("index")
     def _index_changed(self, change) -> None:
+        self._advance_on_arrival = False  # moved (by hand or by a vote): nothing pending
         self._render()
 
     def _render(self) -> None:
@@ -165,10 +173,12 @@ class PairPanel(DisplayOnce, widgets.VBox):
         self.status.value = escaped_html(
             f"✓ saved {CHOICES[choice]}{again} at {time.strftime('%H:%M:%S')}", tag="span")
         self.reason.value = ""
-        if self.index < len(self.items) - 1:
-            self.index += 1
-        else:
-            self._render()
+        with self._lock:
+            if self.index < len(self.items) - 1:
+                self.index += 1
+            else:
+                self._advance_on_arrival = len(self.items) < self.total
+                self._render()
         return True
 
     def undo(self) -> bool:

@@ -477,8 +477,9 @@ class RatingPanel(CardRevisions, DisplayOnce, widgets.VBox):
         """Cancel the annotator's latest judgement on this panel's samples (not another panel's)."""
         if not self.annotator or not self.sample_ids():
             return False
+        # a rejection of suggested revisions is a judgement made in this panel too: u takes it back
         event = self._session.undo(annotator=self.annotator, sample_ids=self.sample_ids(),
-                                   kinds=KINDS)
+                                   kinds=(*KINDS, "rejection"))
         if event is None:
             return False
         for i, (_, slots) in enumerate(self._pages):
