@@ -389,8 +389,9 @@ def run_loop(spec: str, args, folder: Path, base_cache: dict) -> dict:
             judged = rounds[-1].judged + annotator.judge(session, samples)
             row = Round(judged, float("nan"), judge_s=time.perf_counter() - t_judge)
             try:
+                nll = {} if args.nll_weight is None else {"nll_weight": args.nll_weight}
                 run = session.train("auto", steps=args.steps, lr=args.lr, batch_size=4,
-                                    checkpoint_every=0, seed=0,
+                                    checkpoint_every=0, seed=0, **nll,
                                     **TRAIN_OPTIONS.get(kind, {})).wait()
                 row.objective, row.steps = run.objective, len(run.metrics)
                 row.loss = run.metrics[-1].loss if run.metrics else float("nan")
@@ -493,6 +494,9 @@ def main(argv=None) -> int:
                    help="rounds per run (max 4: 8, 16, 32, 64 judged; default 4, 3 with --critique)")
     p.add_argument("--steps", type=int, default=8, help="training steps per round")
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--nll-weight", type=float, default=None,
+                   help="DPO: + this x the chosen answer's NLL (TrainConfig.nll_weight; default: "
+                        "the library's)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--refine-tokens", type=int, default=None,
@@ -526,7 +530,7 @@ def main(argv=None) -> int:
     args.rounds = max(1, min(args.rounds, len(ROUND_JUDGED)))
     print(f"bench_loop: model={args.model or 'default'} runs={len(specs)} rounds={args.rounds} "
           f"steps/round={args.steps} lr={args.lr} max_new_tokens={args.max_new_tokens} "
-          f"held-out prompts={args.heldout} select={args.select} "
+          f"held-out prompts={args.heldout} select={args.select} nll_weight={'default' if args.nll_weight is None else args.nll_weight} "
           f"refine-tokens={args.refine_tokens or 'default'}", flush=True)
     print(f"start: {_machine()}", flush=True)
     t0, results, base_cache = time.perf_counter(), [], {}

@@ -238,6 +238,8 @@ def dpo_step_on(source, prompt: str, chosen_ids: Sequence[int], rejected_ids: Se
                 **options) -> DPOReport:
     """Exactly one DPO step on one pair (chosen ≻ rejected): rewards and margin before and after."""
     owner = _owner(source)
+    # plain DPO unless asked: the step shown is the loss −log σ(β·margin) the notebook derives
+    options.setdefault("nll_weight", 0.0)
     config = TrainConfig(objective="dpo", lr=lr, beta=beta, optimizer=optimizer, **options)
 
     def job():

@@ -50,8 +50,11 @@ class TrainConfig:
     checkpoint_every: int = 10  # automatic checkpoint every N steps (0: only at the end)
     holdout: float = 0.0  # share of examples kept out of training for session.evaluate()
     seed: int = 0  # batch order and LoRA initialisation
-    nll_weight: float = 0.0  # DPO: + weight × NLL of the chosen answer (TRL's rpo_alpha), so the
-    # chosen answer's own probability does not fall while it pulls ahead of the rejected one
+    nll_weight: float = 1.0  # DPO: + weight × NLL per token of the chosen answer (RPO; TRL's
+    # rpo_alpha, 1.0 as the RPO paper), so the chosen answer's own probability does not fall while
+    # it pulls ahead of the rejected one. Without it, pairs that differ by one phrase teach the
+    # phrase and wreck the rest (bench_loop: "Ahoy! Ahoy! Ahoy! …"; 1 of 12 held-out answers sound
+    # at 0, 11 of 12 at 1.0). 0: plain DPO (the step-by-step stepper's default, to teach its loss)
     max_epochs: float | None = 4.0  # an adapter sees each example at most this many times:
     # more passes over a few pairs drive the loss to zero and undo what was learnt. None: no cap
     retention_tolerance: float | None = 0.1  # stop, and put the adapter back, when the adapter's
