@@ -147,7 +147,7 @@ def adapter_weights(session):
     return session.model.call(lambda: [p.detach().clone() for p in session.model.trainable_parameters()])
 
 
-@pytest.mark.parametrize("tolerance", [0.1, None])
+@pytest.mark.parametrize("tolerance", [0.05, None])
 def test_new_feedback_that_undoes_learnt_feedback_stops_the_run_and_restores_it(fresh, tolerance):
     """The noisy-annotator case of bench_loop: once the adapter has learnt many judgements, a few
     new ones that contradict them must not undo them (held-out share 100 % -> 0 % before)."""
@@ -168,10 +168,24 @@ def test_new_feedback_that_undoes_learnt_feedback_stops_the_run_and_restores_it(
     last = states[-1]
     assert last.state == "stopped"
     assert "stopped after step 1: the reward margin on 2 earlier examples fell" in last.reason
-    assert "retention_tolerance=0.1" in last.reason and "back to where it was" in last.reason
+    assert "retention_tolerance=0.05" in last.reason and "back to where it was" in last.reason
     # the adapter is back to the last checked state that kept the earlier feedback: here the
     # state before the run (the first step already undid it)
     assert len(run.metrics) == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, adapter_weights(fresh)))
+
+
+def test_a_run_that_runs_out_of_examples_before_a_check_is_still_checked(fresh):
+    """bench_loop's noisy round 3: one batch of contradicting pairs, so the run ends after one
+    step (its pool used up) — before the every-N check; the check after the last step catches it."""
+    samples = pairs_of(fresh, ("hello", "world"))
+    fresh.train("dpo", steps=2, lr=5e-2, max_epochs=1, batch_size=2).wait(WAIT)
+    before = adapter_weights(fresh)
+    for prompt in ("hello ", "hello!", "hello?"):
+        _contradict(fresh, samples, prompt)
+    run = fresh.train("dpo", steps=6, lr=5e-2, max_epochs=1, batch_size=3,
+                      retention_every=5).wait(WAIT)
+    assert len(run.metrics) == 1 and run.state == "stopped", run.reason
     assert all(torch.equal(a, b) for a, b in zip(before, adapter_weights(fresh)))
 
 
