@@ -240,7 +240,6 @@ class TrainingRun:
         self._optimizer = self._rng = None
         self._guard_note = ""  # why the retention check stopped the run, for its summary
         self._retention = None  # learnt examples the retention check measures (None: no check)
-        self._checked_at = 0  # the run step of the last retention check
         self._t_start = 0.0
         self.planned_steps = config.steps  # fewer when the overfitting guard says so
         self._events_noted = False  # provenance: judgement ids read once per data refresh
@@ -345,10 +344,8 @@ class TrainingRun:
             pool = getattr(self._data, _step.POOLS[self.objective])
             if cfg.max_epochs is not None:  # the overfitting guard: no example beyond max_epochs
                 pool = [e for e in pool if owner.visits[e.key] < cfg.max_epochs]
-            if not pool:  # the run ends here, before its planned steps
+            if not pool:
                 self.planned_steps = len(self.metrics)
-                if self._retention and self._checked_at != len(self.metrics):
-                    self._check_retention(len(self.metrics))  # the check "after the last step"
                 return
             self._batches = length_batches(pool, cfg.batch_size, seed=self._rng.randrange(2**31))
         examples = self._batches.pop()
@@ -454,7 +451,6 @@ class TrainingRun:
     def _check_retention(self, run_step: int) -> None:
         import torch
 
-        self._checked_at = run_step
         hold, start = self._retention_hold(), self._retention_start
         if not retention_lost(start, hold, self.config.retention_tolerance):
             self._good = ([p.detach().clone() for p in self._params], run_step)

@@ -175,20 +175,6 @@ def test_new_feedback_that_undoes_learnt_feedback_stops_the_run_and_restores_it(
     assert all(torch.equal(a, b) for a, b in zip(before, adapter_weights(fresh)))
 
 
-def test_a_run_that_runs_out_of_examples_before_a_check_is_still_checked(fresh):
-    """bench_loop's noisy round 3: one batch of contradicting pairs, so the run ends after one
-    step (its pool used up) — before the every-N check; the check after the last step catches it."""
-    samples = pairs_of(fresh, ("hello", "world"))
-    fresh.train("dpo", steps=2, lr=5e-2, max_epochs=1, batch_size=2).wait(WAIT)
-    before = adapter_weights(fresh)
-    for prompt in ("hello ", "hello!", "hello?"):
-        _contradict(fresh, samples, prompt)
-    run = fresh.train("dpo", steps=6, lr=5e-2, max_epochs=1, batch_size=3,
-                      retention_every=5).wait(WAIT)
-    assert len(run.metrics) == 1 and run.state == "stopped", run.reason
-    assert all(torch.equal(a, b) for a, b in zip(before, adapter_weights(fresh)))
-
-
 def test_retention_options_are_checked():
     for bad in (-0.1, float("nan"), True, "0.1"):
         with pytest.raises(ValueError, match="retention_tolerance"):
